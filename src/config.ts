@@ -1,0 +1,136 @@
+import { z } from 'zod';
+import { SpotwatchError } from './errors.js';
+import type { Logger } from './logger.js';
+
+/**
+ * One config schema for every long-running command. Precedence: explicit option (CLI flag) over
+ * environment over default. Validated once at start; every problem is reported together.
+ *
+ * `CONFIG_OPTIONS` is the single source for flag names, environment variables, defaults and help text:
+ * the CLI's `--help` and the README's configuration table both come from it.
+ */
+interface OptionSpec {
+  flag: string;
+  env: string[];
+  description: string;
+  default?: string;
+}
+
+export const CONFIG_OPTIONS = {
+  provider: { flag: '--provider', env: ['SPOTWATCH_PROVIDER'], default: 'auto', description: 'Cloud to watch: aws, gcp, azure, or auto (short probes of each metadata service).' },
+  metadataEndpoint: { flag: '--metadata-endpoint', env: ['SPOTWATCH_METADATA_ENDPOINT'], description: "Base URL of the metadata service (an emulator or any IMDS-compatible server); default: the provider's link-local address." },
+  redisUrl: { flag: '--redis-url', env: ['SPOTWATCH_REDIS_URL', 'REDIS_URL'], default: 'redis://127.0.0.1:6379', description: 'Redis holding the queues.' },
+  queuePrefix: { flag: '--queue-prefix', env: ['SPOTWATCH_QUEUE_PREFIX'], default: 'bull', description: 'BullMQ key prefix of the queues.' },
+  nodeId: { flag: '--node-id', env: ['SPOTWATCH_NODE_ID', 'NODE_NAME'], description: 'This node\'s id in the registry; default: the hostname.' },
+  instanceId: { flag: '--instance-id', env: ['SPOTWATCH_INSTANCE_ID'], description: 'Override the instance id the metadata service gives.' },
+  httpHost: { flag: '--http-host', env: ['SPOTWATCH_HTTP_HOST'], default: '0.0.0.0', description: 'Address of the /healthz, /readyz, /metrics server.' },
+  httpPort: { flag: '--http-port', env: ['SPOTWATCH_HTTP_PORT'], default: '9464', description: 'Port of the /healthz, /readyz, /metrics server (0: any free port).' },
+  pollIntervalMs: { flag: '--poll-interval', env: ['SPOTWATCH_POLL_INTERVAL_MS'], default: '1000', description: 'Metadata poll interval in milliseconds (100 or more).' },
+  requestTimeoutMs: { flag: '--request-timeout', env: ['SPOTWATCH_REQUEST_TIMEOUT_MS'], default: '2000', description: 'Timeout of one metadata request in milliseconds.' },
+  imdsV1: { flag: '--imds-v1', env: ['SPOTWATCH_IMDS_V1'], default: 'false', description: 'AWS: fall back to IMDSv1 (no token) when the token endpoint is unavailable.' },
+  spoolPath: { flag: '--spool', env: ['SPOTWATCH_SPOOL'], default: '/var/lib/spotwatch/spool.jsonl', description: 'File where notices wait (fsync\'d) while Redis is unreachable.' },
+  logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
+} as const satisfies Record<string, OptionSpec>;
+
+export type ConfigKey = keyof typeof CONFIG_OPTIONS;
+
+const intString = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+const boolString = z
+  .string()
+  .transform((s) => s.toLowerCase())
+  .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no']))
+  .transform((s) => s === 'true' || s === '1' || s === 'yes');
+
+const urlString = (protocols: string[]) =>
+  z.string().refine((s) => {
+    try {
+      return protocols.includes(new URL(s).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL (${protocols.join(' or ')})`);
+
+export const configSchema = z.object({
+  provider: z.enum(['auto', 'aws', 'gcp', 'azure']),
+  metadataEndpoint: urlString(['http:', 'https:']).optional(),
+  redisUrl: urlString(['redis:', 'rediss:']),
+  queuePrefix: z.string().min(1).regex(/^[^:\s]+$/, 'must not contain ":" or spaces'),
+  nodeId: z.string().min(1).max(253).optional(),
+  instanceId: z.string().min(1).optional(),
+  httpHost: z.string().min(1),
+  httpPort: intString(0, 65535),
+  pollIntervalMs: intString(100, 3_600_000),
+  requestTimeoutMs: intString(50, 120_000),
+  imdsV1: boolString,
+  spoolPath: z.string().min(1),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Where each effective value came from, for the start-up log line. */
+export type ConfigOrigin = 'option' | 'env' | 'default';
+
+/**
+ * Resolves the config: explicit option, then the first environment variable set, then the default.
+ * Throws one `CONFIG_INVALID` error listing every invalid value (with its origin) at once.
+ */
+export function loadConfig(
+  options: Partial<Record<ConfigKey, string | undefined>>,
+  env: NodeJS.ProcessEnv = process.env,
+): { config: Config; origins: Record<ConfigKey, ConfigOrigin> } {
+  const raw: Record<string, string | undefined> = {};
+  const origins = {} as Record<ConfigKey, ConfigOrigin>;
+  const from = {} as Record<ConfigKey, string>;
+  for (const key of Object.keys(CONFIG_OPTIONS) as ConfigKey[]) {
+    const spec: OptionSpec = CONFIG_OPTIONS[key];
+    const explicit = options[key];
+    const envName = spec.env.find((name) => env[name] !== undefined && env[name] !== '');
+    if (explicit !== undefined) {
+      raw[key] = explicit;
+      origins[key] = 'option';
+      from[key] = spec.flag;
+    } else if (envName) {
+      raw[key] = env[envName];
+      origins[key] = 'env';
+      from[key] = envName;
+    } else {
+      raw[key] = spec.default;
+      origins[key] = 'default';
+      from[key] = 'default';
+    }
+  }
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0]) as ConfigKey;
+      const spec = CONFIG_OPTIONS[key];
+      const where = spec ? `${spec.flag} (from ${from[key]})` : key;
+      return `${where}: ${issue.message}${raw[key] !== undefined ? ` (got ${JSON.stringify(raw[key])})` : ''}`;
+    });
+    throw new SpotwatchError('CONFIG_INVALID', `invalid configuration — fix these and start again:\n  ${problems.join('\n  ')}`);
+  }
+  return { config: parsed.data, origins };
+}
+
+/** Logs the effective configuration once at start (secrets in URLs redacted). */
+export function logEffectiveConfig(logger: Logger, config: Config, origins: Record<ConfigKey, ConfigOrigin>): void {
+  const shown: Record<string, unknown> = { ...config, redisUrl: redactUrl(config.redisUrl) };
+  logger.info({ config: shown, origins }, 'effective configuration');
+}
+
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}

@@ -1,0 +1,69 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every Prometheus metric spotwatch exports, on its own registry (one per agent or webhook process, so
+ * tests can run several side by side). Names are documented in the README's metrics table.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly noticesTotal = new Counter({
+    name: 'spotwatch_notices_total',
+    help: 'Notices detected, by provider, kind and source (counted once per notice id per process).',
+    labelNames: ['provider', 'kind', 'source'] as const,
+    registers: [this.registry],
+  });
+
+  readonly enqueueTotal = new Counter({
+    name: 'spotwatch_enqueue_total',
+    help: 'Enqueue attempts by result: created (new job), duplicate (job id already present), spooled (Redis unreachable, kept on disk), failed.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly detectionToEnqueueSeconds = new Histogram({
+    name: 'spotwatch_detection_to_enqueue_seconds',
+    help: 'Time from detecting a notice to its job being durably stored in Redis.',
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  readonly metadataRequestsTotal = new Counter({
+    name: 'spotwatch_metadata_requests_total',
+    help: 'Requests made to the metadata service, by provider and path.',
+    labelNames: ['provider', 'path'] as const,
+    registers: [this.registry],
+  });
+
+  readonly metadataErrorsTotal = new Counter({
+    name: 'spotwatch_metadata_errors_total',
+    help: 'Metadata requests that failed, by provider and reason (timeout, http_5xx, http_429, http_401, connection, other).',
+    labelNames: ['provider', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly metadataLastSuccess = new Gauge({
+    name: 'spotwatch_metadata_last_success_timestamp_seconds',
+    help: 'Unix time of the last metadata poll that returned a usable answer.',
+    labelNames: ['provider'] as const,
+    registers: [this.registry],
+  });
+
+  readonly spoolDepth = new Gauge({
+    name: 'spotwatch_spool_depth',
+    help: 'Notices waiting in the local spool file for Redis to come back.',
+    registers: [this.registry],
+  });
+
+  readonly deadlineBudgetUsedRatio = new Histogram({
+    name: 'spotwatch_deadline_budget_used_ratio',
+    help: 'Share of the notice window (detection to deadline) used by a step when it finished, by step.',
+    labelNames: ['step'] as const,
+    buckets: [0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1],
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'spotwatch_process_' });
+  }
+}

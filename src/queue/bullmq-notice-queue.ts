@@ -1,0 +1,91 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { SpotwatchError } from '../errors.js';
+import type { Notice } from '../notice.js';
+import { NOTICES_QUEUE_NAME, type EnqueueOutcome, type NoticeQueue } from './notice-queue.js';
+
+export interface BullmqNoticeQueueOptions {
+  redisUrl: string;
+  prefix?: string;
+  /** How long one enqueue may take before it is treated as "Redis unreachable". */
+  commandTimeoutMs?: number;
+}
+
+/** How long finished notice jobs stay in Redis; this is also the window in which a re-seen notice is a no-op. */
+const KEEP_COMPLETED_SECONDS = 24 * 3600;
+const KEEP_FAILED_SECONDS = 7 * 24 * 3600;
+
+/**
+ * The notices queue on BullMQ. The Redis connection fails fast (no offline queue, bounded retries) so that
+ * a caller can spool a notice instead of waiting on a Redis that is gone.
+ */
+export class BullmqNoticeQueue implements NoticeQueue {
+  private readonly connection: Redis;
+  private readonly queue: Queue;
+  private readonly prefix: string;
+  private readonly commandTimeoutMs: number;
+
+  constructor(options: BullmqNoticeQueueOptions) {
+    this.prefix = options.prefix ?? 'bull';
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 1000;
+    this.connection = new Redis(options.redisUrl, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 2000,
+      lazyConnect: false,
+      // Keep trying to reconnect in the background, at most every 2 s.
+      retryStrategy: (times) => Math.min(100 * times, 2000),
+    });
+    // Connection errors are reported through enqueue()/ping() results; an unhandled 'error' event would crash.
+    this.connection.on('error', () => {});
+    this.queue = new Queue(NOTICES_QUEUE_NAME, {
+      connection: this.connection,
+      prefix: this.prefix,
+      defaultJobOptions: {
+        removeOnComplete: { age: KEEP_COMPLETED_SECONDS },
+        removeOnFail: { age: KEEP_FAILED_SECONDS },
+      },
+    });
+    this.queue.on('error', () => {});
+  }
+
+  async enqueue(notice: Notice): Promise<EnqueueOutcome> {
+    return withTimeout(this.commandTimeoutMs, async () => {
+      const key = `${this.prefix}:${NOTICES_QUEUE_NAME}:${notice.id}`;
+      // Only for the outcome label: BullMQ's add is itself a no-op for an existing job id.
+      const existed = (await this.connection.exists(key)) === 1;
+      await this.queue.add(notice.kind, notice, { jobId: notice.id });
+      return existed ? 'duplicate' : 'created';
+    });
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      return (await withTimeout(this.commandTimeoutMs, () => this.connection.ping())) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close().catch(() => {});
+    this.connection.disconnect();
+  }
+}
+
+async function withTimeout<T>(ms: number, run: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      run(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new SpotwatchError('REDIS_UNAVAILABLE', `Redis did not answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } catch (err) {
+    if (err instanceof SpotwatchError) throw err;
+    throw new SpotwatchError('REDIS_UNAVAILABLE', `Redis is unreachable: ${err instanceof Error ? err.message : String(err)}; the notice is kept in the spool`, { cause: err });
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
