@@ -68,18 +68,18 @@ export function noticeId(facts: NoticeFacts): string {
 }
 
 export function makeNotice(facts: NoticeFacts): Notice {
-  const notice: Notice = {
+  // Keys in the documented order, so printed notices read the same everywhere.
+  return {
     id: noticeId(facts),
     provider: facts.provider,
     kind: facts.kind,
     action: facts.action,
     instanceId: facts.instanceId,
+    ...(facts.deadline ? { deadline: facts.deadline.toISOString() } : {}),
     detectedAt: facts.detectedAt.toISOString(),
     source: facts.source,
+    ...(facts.eventId ? { eventId: facts.eventId } : {}),
   };
-  if (facts.deadline) notice.deadline = facts.deadline.toISOString();
-  if (facts.eventId) notice.eventId = facts.eventId;
-  return notice;
 }
 
 /** Milliseconds left before the notice's deadline, or undefined when the cloud gave none. */

@@ -91,8 +91,9 @@ export interface CloudProvider {
   createWatcher(options: WatcherOptions): NoticeWatcher;
   startEmulator(options: EmulatorOptions): Promise<EmulatorHandle>;
   /**
-   * `spotwatch simulate <cloud> <command> …`: drives a running emulator through its control API.
-   * Returns the process exit code; prints the emulator's answer.
+   * Control commands of this provider's emulator, name → one-line help (`spotwatch simulate <cloud> <command>`).
+   * The CLI sends each as `POST <controlUrl>/<command>` with the command's flags as a JSON body
+   * (`--time-left 30` → `{"timeLeft": 30}`); `fault`, `clear-faults` and `state` are common to every emulator.
    */
-  simulateCommand(command: string, args: string[], controlUrl: string, out: NodeJS.WritableStream): Promise<number>;
+  simulateCommands: Record<string, string>;
 }

@@ -1,0 +1,136 @@
+import { hostname } from 'node:os';
+import type { Config } from '../config.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { Metrics } from '../metrics.js';
+import type { Notice } from '../notice.js';
+import type { CloudProvider, InstanceIdentity, NoticeWatcher } from '../provider.js';
+import { BullmqNoticeQueue } from '../queue/bullmq-notice-queue.js';
+import { NoticeDeliverer, type DeliveryOutcome } from '../queue/notice-deliverer.js';
+import type { NoticeQueue } from '../queue/notice-queue.js';
+import { NoticeSpool } from '../queue/spool.js';
+import { startOpsServer, type OpsServer, type ReadinessCheck } from './http-server.js';
+
+/** The whole shutdown must fit in this (Kubernetes' and systemd's grace periods are longer). */
+export const SHUTDOWN_BUDGET_MS = 5_000;
+
+export interface AgentDeps {
+  config: Config;
+  provider: CloudProvider;
+  endpoint: string;
+  logger: Logger;
+  /** Called after each notice is durably stored (or spooled); used by the demo to narrate. */
+  onDelivered?: (notice: Notice, outcome: DeliveryOutcome, latencyMs: number) => void;
+}
+
+/**
+ * The node agent: reads the node's identity, watches the metadata service, and gets every notice onto the
+ * notices queue (or the spool while Redis is away) within milliseconds of seeing it.
+ */
+export class Agent {
+  readonly metrics = new Metrics({ defaultMetrics: true });
+  readonly nodeId: string;
+  private readonly logger: Logger;
+  private readonly queue: NoticeQueue;
+  private readonly deliverer: NoticeDeliverer;
+  private readonly watcher: NoticeWatcher;
+  private readonly counted = new Set<string>();
+  private readonly startAbort = new AbortController();
+  private ops: OpsServer | undefined;
+  private identityValue: InstanceIdentity | undefined;
+
+  constructor(private readonly deps: AgentDeps) {
+    const { config } = deps;
+    this.nodeId = config.nodeId ?? hostname();
+    this.logger = deps.logger.child({ nodeId: this.nodeId, provider: deps.provider.name });
+    this.queue = new BullmqNoticeQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix });
+    this.deliverer = new NoticeDeliverer(this.queue, new NoticeSpool(config.spoolPath, this.logger), this.metrics, this.logger);
+    this.watcher = deps.provider.createWatcher({
+      endpoint: deps.endpoint,
+      pollIntervalMs: config.pollIntervalMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+      instanceId: config.instanceId,
+      imdsV1: config.imdsV1,
+      logger: this.logger,
+      metrics: this.metrics,
+    });
+  }
+
+  get identity(): InstanceIdentity | undefined {
+    return this.identityValue;
+  }
+
+  get httpPort(): number | undefined {
+    return this.ops?.port;
+  }
+
+  /** Serves /healthz at once, then reads the identity and starts watching. Resolves once the watcher runs. */
+  async start(): Promise<void> {
+    this.ops = await startOpsServer({
+      host: this.deps.config.httpHost,
+      port: this.deps.config.httpPort,
+      registry: this.metrics.registry,
+      readiness: () => this.readiness(),
+      logger: this.logger,
+    });
+    this.deliverer.start();
+    this.identityValue = await this.watcher.identity(this.startAbort.signal);
+    this.logger.info({ identity: this.identityValue }, 'node identity');
+    this.watcher.start((notice) => this.handle(notice));
+    this.logger.info({ endpoint: this.deps.endpoint, pollIntervalMs: this.deps.config.pollIntervalMs }, 'watching for interruption notices');
+  }
+
+  /** Stops watching, finishes in-flight deliveries and closes connections, within SHUTDOWN_BUDGET_MS. */
+  async stop(): Promise<void> {
+    this.startAbort.abort();
+    const work = (async () => {
+      await this.watcher.stop();
+      await this.deliverer.close();
+      await this.queue.close();
+      await this.ops?.close();
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      work.then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), SHUTDOWN_BUDGET_MS - 250);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!finished) this.logger.warn({ budgetMs: SHUTDOWN_BUDGET_MS }, 'shutdown did not finish in time; exiting anyway (spooled notices are kept on disk)');
+    else this.logger.info('agent stopped');
+  }
+
+  async readiness(): Promise<ReadinessCheck> {
+    const redis = await this.queue.ping();
+    const health = this.watcher.health();
+    const spoolDepth = this.deliverer.spoolDepth();
+    return {
+      ready: redis && health.alive,
+      checks: {
+        redis: { ok: redis, ...(redis ? {} : { detail: `Redis unreachable; ${spoolDepth} notice(s) spooled` }) },
+        watcher: {
+          ok: health.alive,
+          detail: `last successful poll ${health.lastSuccessAt?.toISOString() ?? 'never'}, consecutive errors ${health.consecutiveErrors}`,
+        },
+      },
+    };
+  }
+
+  private async handle(notice: Notice): Promise<void> {
+    if (!this.counted.has(notice.id)) {
+      this.counted.add(notice.id);
+      this.metrics.noticesTotal.inc({ provider: notice.provider, kind: notice.kind, source: notice.source });
+    }
+    try {
+      const outcome = await this.deliverer.deliver(notice);
+      const latencyMs = Date.now() - Date.parse(notice.detectedAt);
+      this.logger.info({ noticeId: notice.id, kind: notice.kind, action: notice.action, deadline: notice.deadline, outcome, latencyMs }, 'notice enqueued');
+      this.deps.onDelivered?.(notice, outcome, latencyMs);
+    } catch (err) {
+      // Only a failing spool (disk full, read-only) lands here: nothing else can keep the notice.
+      this.metrics.enqueueTotal.inc({ result: 'failed' });
+      this.logger.error({ noticeId: notice.id, err: describeError(err) }, 'notice could not be stored in Redis or the spool');
+    }
+  }
+}
