@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what spotwatch needs on a fresh Debian/Ubuntu machine: redis-server (for the demo and the
+# tests), CRIU 4.x (for checkpoints; see scripts/install-criu.sh) and the npm packages (npm ci, which also
+# builds dist/). Idempotent: each step is skipped when already satisfied. Run as root (or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "install: redis-server (Debian package)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system Redis on 6379; spotwatch's demo and tests start their own on free ports.
+fi
+
+if [ -x scripts/install-criu.sh ] || [ -f scripts/install-criu.sh ]; then
+  bash scripts/install-criu.sh
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "install: npm packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
