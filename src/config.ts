@@ -26,7 +26,7 @@ export const CONFIG_OPTIONS = {
   httpHost: { flag: '--http-host', env: ['SPOTWATCH_HTTP_HOST'], default: '0.0.0.0', description: 'Address of the /healthz, /readyz, /metrics server.' },
   httpPort: { flag: '--http-port', env: ['SPOTWATCH_HTTP_PORT'], default: '9464', description: 'Port of the /healthz, /readyz, /metrics server (0: any free port).' },
   pollIntervalMs: { flag: '--poll-interval', env: ['SPOTWATCH_POLL_INTERVAL_MS'], default: '1000', description: 'Metadata poll interval in milliseconds (100 or more).' },
-  requestTimeoutMs: { flag: '--request-timeout', env: ['SPOTWATCH_REQUEST_TIMEOUT_MS'], default: '2000', description: 'Timeout of one metadata request in milliseconds.' },
+  requestTimeoutMs: { flag: '--request-timeout', env: ['SPOTWATCH_REQUEST_TIMEOUT_MS'], default: '1000', description: 'Timeout of one metadata request in milliseconds (the Azure watcher allows its documented slow first call regardless).' },
   imdsV1: { flag: '--imds-v1', env: ['SPOTWATCH_IMDS_V1'], default: 'false', description: 'AWS: fall back to IMDSv1 (no token) when the token endpoint is unavailable.' },
   spoolPath: { flag: '--spool', env: ['SPOTWATCH_SPOOL'], default: '/var/lib/spotwatch/spool.jsonl', description: 'File where notices wait (fsync\'d) while Redis is unreachable.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },

@@ -10,7 +10,7 @@ describe('config', () => {
     expect(config.redisUrl).toBe('redis://10.0.0.5:6380');
     expect(origins.redisUrl).toBe('env');
     expect(config.httpPort).toBe(9000);
-    expect(config.requestTimeoutMs).toBe(2000);
+    expect(config.requestTimeoutMs).toBe(1000);
     expect(origins.requestTimeoutMs).toBe('default');
     expect(config.imdsV1).toBe(false);
     expect(config.provider).toBe('auto');
