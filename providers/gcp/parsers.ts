@@ -155,8 +155,8 @@ function decodeBase64(value: unknown, path: string): string {
 const parsePubsub: PayloadParser = (payload, ctx) => {
   const envelope = asObject(parseJson(payload, 'pubsub push envelope'), 'envelope');
   const message = asObject(envelope.message, 'message');
-  const messageId = message.messageId ?? message.message_id;
-  asNonEmptyString(messageId, message.messageId !== undefined ? 'message.messageId' : 'message.message_id');
+  if (message.messageId !== undefined) asNonEmptyString(message.messageId, 'message.messageId');
+  else asNonEmptyString(message.message_id, 'message.messageId (or message_id)');
   optionalString(envelope.subscription, 'subscription');
   const text = decodeBase64(message.data, 'message.data');
   const entry = asObject(parseJson(text, 'message.data (base64-decoded log entry)'), 'message.data');
