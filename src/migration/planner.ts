@@ -1,0 +1,223 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Logger } from '../logger.js';
+import type { Notice } from '../notice.js';
+import type { Registry } from '../registry/registry.js';
+import type { MigrationRecord, NodeRecord, TaskRecord } from '../registry/types.js';
+import { decide, DEFAULT_POLICY, type MigrationPolicy } from './policy.js';
+
+/** Work the planner hands to one node's queue. */
+export type NodeJob =
+  | { type: 'checkpoint'; migrationId: string }
+  | { type: 'fallback'; migrationId: string };
+
+export interface PlannerOptions {
+  registry: Registry;
+  logger: Logger;
+  /** Puts a job on the node's own queue. */
+  dispatch(nodeId: string, job: NodeJob): Promise<void>;
+  policy?: MigrationPolicy;
+  /** Time kept free before the deadline (restore verification, clock skew). */
+  safetyMarginMs?: number;
+  /** Window assumed for a notice that must migrate but carries no deadline. */
+  noDeadlineWindowMs?: number;
+  /** Stage rates (bytes/s) before any migration was measured. */
+  defaultRates?: { dump: number; transfer: number; restore: number };
+  /** Fixed cost of one migration (process start of CRIU, handshakes, verification). */
+  fixedCostMs?: number;
+  /** How long a reservation holds if nobody releases it. */
+  reservationTtlMs?: number;
+  /** How many ranked targets one reservation attempt offers the script. */
+  candidatesPerAttempt?: number;
+}
+
+export interface TaskPlan {
+  taskId: string;
+  migrationId: string;
+  decision: 'migrate' | 'fallback' | 'skip';
+  targetNodeId?: string;
+  reason: string;
+  estimatedMs: number;
+}
+
+export interface NoticePlan {
+  noticeId: string;
+  nodeId?: string;
+  decision: 'migrate' | 'ignore' | 'cancel' | 'unknown-node';
+  why: string;
+  tasks: TaskPlan[];
+}
+
+const MB = 1024 * 1024;
+const SNAPSHOT_MAX_AGE_MS = 500;
+
+/**
+ * Turns a notice into migrations: marks the node draining, ranks healthy targets, reserves capacity atomically,
+ * checks each task's estimated checkpoint + transfer + restore time against the time left (higher priority
+ * first, one after the other on the source), and dispatches checkpoint jobs — or the task's fallback, with the
+ * reason recorded. Idempotent per notice: a notice planned twice (at-least-once delivery) plans nothing new.
+ */
+export class Planner {
+  private snapshot: { at: number; nodes: (NodeRecord & { healthy: boolean })[] } | undefined;
+  private snapshotLoad: Promise<(NodeRecord & { healthy: boolean })[]> | undefined;
+  private readonly o: Required<Omit<PlannerOptions, 'registry' | 'logger' | 'dispatch'>> & Pick<PlannerOptions, 'registry' | 'logger' | 'dispatch'>;
+
+  constructor(options: PlannerOptions) {
+    this.o = {
+      policy: DEFAULT_POLICY,
+      safetyMarginMs: 2000,
+      noDeadlineWindowMs: 30_000,
+      defaultRates: { dump: 200 * MB, transfer: 200 * MB, restore: 200 * MB },
+      fixedCostMs: 1500,
+      reservationTtlMs: 10 * 60_000,
+      candidatesPerAttempt: 8,
+      ...options,
+    };
+  }
+
+  async planNotice(notice: Notice, now = Date.now()): Promise<NoticePlan> {
+    const { decision, why } = decide(notice, this.o.policy);
+    const nodeId = await this.o.registry.nodeByInstance(notice.provider, notice.instanceId);
+    if (!nodeId) return { noticeId: notice.id, decision: 'unknown-node', why: `no agent has registered ${notice.provider} instance ${notice.instanceId}`, tasks: [] };
+    if (decision === 'cancel') {
+      await this.o.registry.setDraining(nodeId, false, '');
+      return { noticeId: notice.id, nodeId, decision, why: `${why}: node ${nodeId} takes work again`, tasks: [] };
+    }
+    if (decision === 'ignore') return { noticeId: notice.id, nodeId, decision, why, tasks: [] };
+
+    await this.o.registry.setDraining(nodeId, true, notice.id);
+    const deadline = notice.deadline ? Date.parse(notice.deadline) : now + this.o.noDeadlineWindowMs;
+    const tasks = (await this.o.registry.tasksOnNode(nodeId))
+      .filter((t) => t.nodeId === nodeId && t.state === 'running')
+      .sort((a, b) => b.priority - a.priority || a.startedAt - b.startedAt);
+    const rates = { ...this.o.defaultRates, ...(await this.o.registry.rates()) };
+    const nodes = await this.nodes(now);
+    const source = nodes.find((n) => n.id === nodeId);
+
+    const plans: TaskPlan[] = [];
+    // Checkpoints on one source run one after the other, so each task's finish time includes those before it.
+    let busyUntil = now;
+    for (const task of tasks) {
+      const migrationId = migrationIdFor(notice.id, task.id);
+      if (await this.o.registry.getMigration(migrationId)) {
+        plans.push({ taskId: task.id, migrationId, decision: 'skip', reason: 'already planned for this notice', estimatedMs: 0 });
+        continue;
+      }
+      const bytes = task.memBytes + task.gpuMemBytes;
+      const estimatedMs = this.o.fixedCostMs + (1000 * bytes) / rates.dump + (1000 * bytes) / rates.transfer + (1000 * bytes) / rates.restore;
+      const base: MigrationRecord = {
+        id: migrationId,
+        noticeId: notice.id,
+        taskId: task.id,
+        sourceNodeId: nodeId,
+        targetNodeId: '',
+        reservationId: '',
+        phase: 'planned',
+        deadline,
+        estimatedMs: Math.round(estimatedMs),
+        estimatedBytes: bytes,
+        bytesSent: 0,
+        plannedAt: now,
+        phases: {},
+        targetsTried: [],
+      };
+      const finishAt = busyUntil + estimatedMs;
+      if (finishAt > deadline - this.o.safetyMarginMs) {
+        const reason = `estimated ${Math.round(estimatedMs)} ms (after ${Math.round(busyUntil - now)} ms of higher-priority work) does not fit the ${Math.round(deadline - now)} ms left before the deadline`;
+        plans.push(await this.fallback(base, task, 'deadline', reason));
+        continue;
+      }
+      const candidates = this.rank(nodes, source, task);
+      const reservationId = `${migrationId}:${randomUUID().slice(0, 8)}`;
+      const reserved = await this.reserveAmong(candidates, reservationId, task);
+      if (!reserved.nodeId) {
+        const refused = Object.entries(reserved.refused).map(([id, r]) => `${id}: ${r}`).join(', ');
+        const reason = candidates.length === 0 ? 'no healthy node with room for it' : `every candidate refused (${refused})`;
+        plans.push(await this.fallback(base, task, 'no-target', reason));
+        continue;
+      }
+      busyUntil = finishAt;
+      await this.o.registry.putMigration({ ...base, targetNodeId: reserved.nodeId, reservationId, targetsTried: [reserved.nodeId] });
+      await this.o.registry.updateTask(task.id, { state: 'migrating', lastMigrationId: migrationId });
+      await this.o.dispatch(nodeId, { type: 'checkpoint', migrationId });
+      plans.push({ taskId: task.id, migrationId, decision: 'migrate', targetNodeId: reserved.nodeId, reason: `reserved on ${reserved.nodeId}`, estimatedMs });
+    }
+    this.o.logger.info({ noticeId: notice.id, nodeId, tasks: plans }, 'notice planned');
+    return { noticeId: notice.id, nodeId, decision: 'migrate', why, tasks: plans };
+  }
+
+  /** Reserves capacity for a task on the best target that has room, excluding `exclude` (for retries). */
+  async reserveFor(task: TaskRecord, sourceNodeId: string, migrationId: string, exclude: string[]): Promise<{ nodeId?: string; reservationId: string; refused: Record<string, string> }> {
+    const nodes = await this.nodes(Date.now(), true);
+    const source = nodes.find((n) => n.id === sourceNodeId);
+    const candidates = this.rank(nodes, source, task).filter((id) => !exclude.includes(id));
+    const reservationId = `${migrationId}:${randomUUID().slice(0, 8)}`;
+    return { ...(await this.reserveAmong(candidates, reservationId, task)), reservationId };
+  }
+
+  private async reserveAmong(candidates: string[], reservationId: string, task: TaskRecord): Promise<{ nodeId?: string; refused: Record<string, string> }> {
+    const refused: Record<string, string> = {};
+    // Offer the script a few candidates at a time; it takes the first that still has room.
+    for (let i = 0; i < candidates.length; i += this.o.candidatesPerAttempt) {
+      const result = await this.o.registry.reserve({
+        reservationId,
+        candidates: candidates.slice(i, i + this.o.candidatesPerAttempt),
+        memBytes: task.memBytes,
+        gpuBytes: task.gpuMemBytes,
+        gpuModel: task.gpuMemBytes > 0 ? task.gpuModel : '',
+        taskId: task.id,
+        ttlMs: this.o.reservationTtlMs,
+      });
+      Object.assign(refused, result.refused);
+      if (result.nodeId) return { nodeId: result.nodeId, refused };
+    }
+    return { refused };
+  }
+
+  /**
+   * Healthy, not draining, not noticed, room for the task (from the snapshot; the script re-checks), same GPU
+   * model for a GPU task; on-demand first, then another capacity pool, then another zone, then most free memory.
+   */
+  rank(nodes: (NodeRecord & { healthy: boolean })[], source: NodeRecord | undefined, task: TaskRecord): string[] {
+    const fits = nodes.filter(
+      (n) =>
+        n.id !== task.nodeId &&
+        n.healthy &&
+        !n.draining &&
+        n.noticeId === '' &&
+        n.memFreeBytes >= task.memBytes &&
+        (task.gpuMemBytes === 0 || (n.gpuModel === task.gpuModel && n.gpuFreeBytes >= task.gpuMemBytes)),
+    );
+    const score = (n: NodeRecord) =>
+      (n.lifecycle === 'on-demand' ? 4 : 0) + (source && n.capacityPool !== source.capacityPool ? 2 : 0) + (source && n.zone !== source.zone ? 1 : 0);
+    return fits
+      .map((n) => ({ id: n.id, score: score(n), free: n.memFreeBytes, jitter: Math.random() }))
+      .sort((a, b) => b.score - a.score || b.free - a.free || a.jitter - b.jitter)
+      .map((c) => c.id);
+  }
+
+  private async fallback(base: MigrationRecord, task: TaskRecord, code: string, reason: string): Promise<TaskPlan> {
+    await this.o.registry.putMigration({ ...base, phase: 'fallback', fallback: task.fallback, reason: `${code}: ${reason}` });
+    this.o.logger.warn({ taskId: task.id, migrationId: base.id, fallback: task.fallback, reason }, 'task cannot be migrated in time; applying its fallback');
+    if (task.fallback === 'none') {
+      await this.o.registry.updateMigration(base.id, { outcome: 'fallback-applied', finishedAt: Date.now() });
+    } else {
+      await this.o.dispatch(base.sourceNodeId, { type: 'fallback', migrationId: base.id });
+    }
+    return { taskId: task.id, migrationId: base.id, decision: 'fallback', reason: `${code}: ${reason}; fallback ${task.fallback}`, estimatedMs: base.estimatedMs };
+  }
+
+  private async nodes(now: number, fresh = false): Promise<(NodeRecord & { healthy: boolean })[]> {
+    if (!fresh && this.snapshot && now - this.snapshot.at < SNAPSHOT_MAX_AGE_MS) return this.snapshot.nodes;
+    this.snapshotLoad ??= this.o.registry.listNodes().finally(() => {
+      this.snapshotLoad = undefined;
+    });
+    const nodes = await this.snapshotLoad;
+    this.snapshot = { at: Date.now(), nodes };
+    return nodes;
+  }
+}
+
+/** One migration per (notice, task): a re-delivered notice finds it and plans nothing new. */
+export function migrationIdFor(noticeId: string, taskId: string): string {
+  return `m-${createHash('sha256').update(`${noticeId}|${taskId}`).digest('hex').slice(0, 16)}`;
+}

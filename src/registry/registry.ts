@@ -1,0 +1,240 @@
+import { Redis } from 'ioredis';
+import type { Lifecycle } from '../provider.js';
+import { RESERVE_SCRIPT } from './reserve-script.js';
+import type { MigrationRecord, NodeRecord, TaskRecord } from './types.js';
+
+/**
+ * The cluster registry in Redis: nodes (heartbeat with a TTL), tasks, migrations, capacity reservations and
+ * the transfer rates measured on earlier migrations. Every key lives under `<prefix>:sw:`.
+ */
+export class Registry {
+  readonly redis: Redis;
+  private readonly ns: string;
+
+  constructor(redisUrl: string, prefix: string, options: { redis?: Redis } = {}) {
+    this.redis = options.redis ?? new Redis(redisUrl, { maxRetriesPerRequest: 2, connectTimeout: 2000, retryStrategy: (n) => Math.min(100 * n, 2000) });
+    this.redis.on('error', () => {});
+    this.ns = `${prefix}:sw`;
+    this.redis.defineCommand('spotwatchReserve', { lua: RESERVE_SCRIPT });
+  }
+
+  private key(...parts: string[]): string {
+    return [this.ns, ...parts].join(':');
+  }
+
+  // ---- nodes ---------------------------------------------------------------------------------------------
+
+  /** Writes the node record and refreshes its heartbeat (healthy for `ttlMs`). */
+  async heartbeat(node: NodeRecord, ttlMs: number): Promise<void> {
+    const flat: Record<string, string> = {};
+    for (const [k, v] of Object.entries(node)) flat[k] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
+    // `draining` and `noticeId` are owned by the planner once set; a heartbeat never clears them.
+    delete flat.draining;
+    delete flat.noticeId;
+    await this.redis
+      .multi()
+      .hset(this.key('node', node.id), flat)
+      .hsetnx(this.key('node', node.id), 'draining', '0')
+      .hsetnx(this.key('node', node.id), 'noticeId', '')
+      .set(this.key('alive', node.id), String(node.heartbeatAt), 'PX', ttlMs)
+      .sadd(this.key('nodes'), node.id)
+      .set(this.key('instance', node.provider, node.instanceId), node.id)
+      .exec();
+  }
+
+  async getNode(id: string): Promise<(NodeRecord & { healthy: boolean }) | undefined> {
+    const [[, hash], [, alive]] = (await this.redis.multi().hgetall(this.key('node', id)).exists(this.key('alive', id)).exec()) as [[null, Record<string, string>], [null, number]];
+    if (!hash || Object.keys(hash).length === 0) return undefined;
+    return { ...parseNode(hash), healthy: alive === 1 };
+  }
+
+  async listNodes(): Promise<(NodeRecord & { healthy: boolean })[]> {
+    const ids = (await this.redis.smembers(this.key('nodes'))).sort();
+    if (ids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.key('node', id)).exists(this.key('alive', id));
+    const results = (await pipeline.exec()) ?? [];
+    const nodes: (NodeRecord & { healthy: boolean })[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const hash = results[i * 2]?.[1] as Record<string, string> | undefined;
+      if (!hash || Object.keys(hash).length === 0) continue;
+      nodes.push({ ...parseNode(hash), healthy: results[i * 2 + 1]?.[1] === 1 });
+    }
+    return nodes;
+  }
+
+  async nodeByInstance(provider: string, instanceId: string): Promise<string | undefined> {
+    return (await this.redis.get(this.key('instance', provider, instanceId))) ?? undefined;
+  }
+
+  async setDraining(nodeId: string, draining: boolean, noticeId: string): Promise<void> {
+    await this.redis.hset(this.key('node', nodeId), { draining: draining ? '1' : '0', noticeId });
+  }
+
+  async removeNode(nodeId: string): Promise<void> {
+    await this.redis.multi().del(this.key('alive', nodeId)).srem(this.key('nodes'), nodeId).exec();
+  }
+
+  // ---- capacity reservations -------------------------------------------------------------------------------
+
+  /**
+   * Reserves `memBytes` (and `gpuBytes` of `gpuModel`) on the first candidate that has room, atomically.
+   * Returns the chosen node id, or undefined with the reason each candidate was refused.
+   */
+  async reserve(args: {
+    reservationId: string;
+    candidates: string[];
+    memBytes: number;
+    gpuBytes: number;
+    gpuModel: string;
+    taskId: string;
+    ttlMs: number;
+  }): Promise<{ nodeId?: string; refused: Record<string, string> }> {
+    if (args.candidates.length === 0) return { refused: {} };
+    const keys = args.candidates.flatMap((id) => [this.key('node', id), this.key('alive', id), this.key('reservations', id)]);
+    const now = Date.now();
+    const reply = (await (this.redis as unknown as ReserveCommand).spotwatchReserve(
+      keys.length,
+      ...keys,
+      args.reservationId,
+      String(Math.ceil(args.memBytes)),
+      String(Math.ceil(args.gpuBytes)),
+      args.gpuModel,
+      String(now),
+      String(now + args.ttlMs),
+      args.taskId,
+    )) as [number, ...string[]];
+    const [index, ...reasons] = reply;
+    const refused: Record<string, string> = {};
+    reasons.forEach((reason, i) => (refused[args.candidates[i]!] = reason));
+    return index > 0 ? { nodeId: args.candidates[index - 1], refused } : { refused };
+  }
+
+  async release(nodeId: string, reservationId: string): Promise<void> {
+    await this.redis.hdel(this.key('reservations', nodeId), reservationId);
+  }
+
+  /** Reserved bytes per node (unexpired), for `spotwatch status` and overcommit checks. */
+  async reservedOn(nodeId: string): Promise<{ memBytes: number; gpuBytes: number; count: number }> {
+    const all = await this.redis.hgetall(this.key('reservations', nodeId));
+    let memBytes = 0;
+    let gpuBytes = 0;
+    let count = 0;
+    const now = Date.now();
+    for (const value of Object.values(all)) {
+      const [m, g, e] = value.split('|').map(Number);
+      if ((e ?? 0) <= now) continue;
+      memBytes += m ?? 0;
+      gpuBytes += g ?? 0;
+      count++;
+    }
+    return { memBytes, gpuBytes, count };
+  }
+
+  // ---- tasks ---------------------------------------------------------------------------------------------
+
+  async putTask(task: TaskRecord): Promise<void> {
+    const previous = await this.getTask(task.id);
+    const multi = this.redis.multi().set(this.key('task', task.id), JSON.stringify(task)).sadd(this.key('tasks'), task.id).sadd(this.key('node-tasks', task.nodeId), task.id);
+    if (previous && previous.nodeId !== task.nodeId) multi.srem(this.key('node-tasks', previous.nodeId), task.id);
+    await multi.exec();
+  }
+
+  async updateTask(id: string, patch: Partial<TaskRecord>): Promise<TaskRecord | undefined> {
+    const task = await this.getTask(id);
+    if (!task) return undefined;
+    const next = { ...task, ...patch, updatedAt: Date.now() };
+    await this.putTask(next);
+    return next;
+  }
+
+  async getTask(id: string): Promise<TaskRecord | undefined> {
+    const json = await this.redis.get(this.key('task', id));
+    return json ? (JSON.parse(json) as TaskRecord) : undefined;
+  }
+
+  async tasksOnNode(nodeId: string): Promise<TaskRecord[]> {
+    return this.getTasks(await this.redis.smembers(this.key('node-tasks', nodeId)));
+  }
+
+  async listTasks(): Promise<TaskRecord[]> {
+    return this.getTasks(await this.redis.smembers(this.key('tasks')));
+  }
+
+  private async getTasks(ids: string[]): Promise<TaskRecord[]> {
+    if (ids.length === 0) return [];
+    const values = await this.redis.mget(ids.map((id) => this.key('task', id)));
+    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as TaskRecord).sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  // ---- migrations -------------------------------------------------------------------------------------------
+
+  async putMigration(m: MigrationRecord): Promise<void> {
+    await this.redis.multi().set(this.key('migration', m.id), JSON.stringify(m)).zadd(this.key('migrations'), m.plannedAt, m.id).exec();
+  }
+
+  async getMigration(id: string): Promise<MigrationRecord | undefined> {
+    const json = await this.redis.get(this.key('migration', id));
+    return json ? (JSON.parse(json) as MigrationRecord) : undefined;
+  }
+
+  async updateMigration(id: string, patch: Partial<MigrationRecord>): Promise<MigrationRecord | undefined> {
+    const m = await this.getMigration(id);
+    if (!m) return undefined;
+    const next = { ...m, ...patch, phases: { ...m.phases, ...(patch.phases ?? {}) } };
+    await this.putMigration(next);
+    return next;
+  }
+
+  /** The most recent migrations, newest first. */
+  async recentMigrations(limit = 50): Promise<MigrationRecord[]> {
+    const ids = await this.redis.zrevrange(this.key('migrations'), 0, limit - 1);
+    if (ids.length === 0) return [];
+    const values = await this.redis.mget(ids.map((id) => this.key('migration', id)));
+    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as MigrationRecord);
+  }
+
+  // ---- measured rates ---------------------------------------------------------------------------------------
+
+  /** Bytes per second of each stage, as measured on earlier migrations (exponentially weighted). */
+  async rates(): Promise<Record<string, number>> {
+    const all = await this.redis.hgetall(this.key('rates'));
+    return Object.fromEntries(Object.entries(all).map(([k, v]) => [k, Number(v)]));
+  }
+
+  async recordRate(stage: string, bytesPerSecond: number): Promise<void> {
+    if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0) return;
+    const current = Number((await this.redis.hget(this.key('rates'), stage)) ?? NaN);
+    const next = Number.isFinite(current) ? 0.7 * current + 0.3 * bytesPerSecond : bytesPerSecond;
+    await this.redis.hset(this.key('rates'), stage, String(Math.round(next)));
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+}
+
+interface ReserveCommand {
+  spotwatchReserve(numKeys: number, ...args: string[]): Promise<unknown>;
+}
+
+function parseNode(h: Record<string, string>): NodeRecord {
+  const num = (k: string) => Number(h[k] ?? 0);
+  return {
+    id: h.id ?? '',
+    provider: h.provider ?? '',
+    instanceId: h.instanceId ?? '',
+    zone: h.zone ?? '',
+    capacityPool: h.capacityPool ?? '',
+    lifecycle: (h.lifecycle ?? 'unknown') as Lifecycle,
+    memTotalBytes: num('memTotalBytes'),
+    memFreeBytes: num('memFreeBytes'),
+    gpuModel: h.gpuModel ?? '',
+    gpuCount: num('gpuCount'),
+    gpuFreeBytes: num('gpuFreeBytes'),
+    draining: h.draining === '1',
+    noticeId: h.noticeId ?? '',
+    peerAddress: h.peerAddress ?? '',
+    heartbeatAt: num('heartbeatAt'),
+  };
+}

@@ -1,0 +1,85 @@
+import type { Lifecycle } from '../provider.js';
+
+/** A node as its agent last described it (heartbeat). Healthy = its heartbeat key has not expired. */
+export interface NodeRecord {
+  id: string;
+  provider: string;
+  instanceId: string;
+  zone: string;
+  /** Where capacity is reclaimed together (AWS: instance type + zone); a target in another pool is preferred. */
+  capacityPool: string;
+  lifecycle: Lifecycle;
+  memTotalBytes: number;
+  memFreeBytes: number;
+  gpuModel: string;
+  gpuCount: number;
+  gpuFreeBytes: number;
+  draining: boolean;
+  /** The notice this node is under, if any. */
+  noticeId: string;
+  /** host:port of the agent's peer server (image streams arrive there). */
+  peerAddress: string;
+  heartbeatAt: number;
+}
+
+export const TASK_STATES = ['running', 'migrating', 'checkpointed', 'stopped', 'lost', 'failed', 'exited'] as const;
+export type TaskRunState = (typeof TASK_STATES)[number];
+
+export const FALLBACKS = ['checkpoint-to-storage', 'stop', 'none'] as const;
+export type Fallback = (typeof FALLBACKS)[number];
+
+export interface TaskRecord {
+  id: string;
+  nodeId: string;
+  pid: number;
+  engine: string;
+  /** Host memory of the task tree (bytes), refreshed by its agent. */
+  memBytes: number;
+  /** Device memory the task holds (bytes); 0 for a CPU task. */
+  gpuMemBytes: number;
+  gpuModel: string;
+  priority: number;
+  fallback: Fallback;
+  state: TaskRunState;
+  command: string[];
+  /** Where the task's stdout/stderr go (kept open across migrations). */
+  logPath: string;
+  startedAt: number;
+  updatedAt: number;
+  migrations: number;
+  lastMigrationId: string;
+}
+
+export const MIGRATION_PHASES = ['planned', 'checkpointing', 'transferring', 'restoring', 'done', 'failed', 'fallback'] as const;
+export type MigrationPhase = (typeof MIGRATION_PHASES)[number];
+
+export type MigrationOutcome = 'migrated' | 'fallback-applied' | 'failed' | 'skipped';
+
+export interface MigrationRecord {
+  id: string;
+  noticeId: string;
+  taskId: string;
+  sourceNodeId: string;
+  targetNodeId: string;
+  reservationId: string;
+  phase: MigrationPhase;
+  outcome?: MigrationOutcome | undefined;
+  /** Why: for fallbacks and failures a stable reason code and a sentence. */
+  reason?: string | undefined;
+  fallback?: Fallback | undefined;
+  deadline?: number | undefined;
+  estimatedMs: number;
+  estimatedBytes: number;
+  bytesSent: number;
+  plannedAt: number;
+  frozenAt?: number | undefined;
+  restoredAt?: number | undefined;
+  finishedAt?: number | undefined;
+  /** Phase durations in ms (checkpoint engine phases plus `receive`, `restore`). */
+  phases: Record<string, number>;
+  downtimeMs?: number | undefined;
+  /** Deadline minus finish time (positive: made it with that much to spare). */
+  marginMs?: number | undefined;
+  targetsTried: string[];
+  newPid?: number | undefined;
+}

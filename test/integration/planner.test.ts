@@ -1,0 +1,163 @@
+import { afterAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { silentLogger } from '../../src/logger.js';
+import { makeNotice, type Notice } from '../../src/notice.js';
+import { Planner, type NodeJob } from '../../src/migration/planner.js';
+import { Registry } from '../../src/registry/registry.js';
+import type { NodeRecord, TaskRecord } from '../../src/registry/types.js';
+
+const redisUrl = inject('redisUrl');
+const GiB = 1024 ** 3;
+
+function node(id: string, extra: Partial<NodeRecord> = {}): NodeRecord {
+  return {
+    id,
+    provider: 'aws',
+    instanceId: `i-${id}`,
+    zone: 'us-east-1a',
+    capacityPool: 'p5.48xlarge/us-east-1a',
+    lifecycle: 'spot',
+    memTotalBytes: 64 * GiB,
+    memFreeBytes: 32 * GiB,
+    gpuModel: '',
+    gpuCount: 0,
+    gpuFreeBytes: 0,
+    draining: false,
+    noticeId: '',
+    peerAddress: '127.0.0.1:1',
+    heartbeatAt: Date.now(),
+    ...extra,
+  };
+}
+
+function task(id: string, nodeId: string, extra: Partial<TaskRecord> = {}): TaskRecord {
+  return {
+    id,
+    nodeId,
+    pid: 1000,
+    engine: 'criu',
+    memBytes: 1 * GiB,
+    gpuMemBytes: 0,
+    gpuModel: '',
+    priority: 0,
+    fallback: 'checkpoint-to-storage',
+    state: 'running',
+    command: ['toy'],
+    logPath: '',
+    startedAt: Date.now(),
+    updatedAt: Date.now(),
+    migrations: 0,
+    lastMigrationId: '',
+    ...extra,
+  };
+}
+
+const interruption = (instanceId: string, secondsLeft = 120): Notice =>
+  makeNotice({ provider: 'aws', kind: 'interruption', action: 'terminate', instanceId, deadline: new Date(Date.now() + secondsLeft * 1000), detectedAt: new Date(), source: 'imds', identity: 'interruption-episode' });
+
+describe('planner (real Redis, Lua reservations)', () => {
+  let registry: Registry;
+  let jobs: { nodeId: string; job: NodeJob }[];
+  let planner: Planner;
+  const registries: Registry[] = [];
+  beforeEach(() => {
+    registry = new Registry(redisUrl, `p${randomBytes(4).toString('hex')}`);
+    registries.push(registry);
+    jobs = [];
+    planner = new Planner({ registry, logger: silentLogger, dispatch: async (nodeId, job) => void jobs.push({ nodeId, job }) });
+  });
+  afterAll(async () => {
+    for (const r of registries) await r.close();
+  });
+
+  it('drains the noticed node and prefers on-demand, then another pool, then another zone', async () => {
+    await registry.heartbeat(node('a'), 30_000);
+    await registry.heartbeat(node('same-pool'), 30_000);
+    await registry.heartbeat(node('other-zone', { zone: 'us-east-1b', capacityPool: 'p5.48xlarge/us-east-1b' }), 30_000);
+    await registry.heartbeat(node('on-demand', { lifecycle: 'on-demand' }), 30_000);
+    await registry.putTask(task('t1', 'a'));
+    const plan = await planner.planNotice(interruption('i-a'));
+    expect(plan.decision).toBe('migrate');
+    expect(plan.tasks).toMatchObject([{ taskId: 't1', decision: 'migrate', targetNodeId: 'on-demand' }]);
+    expect(jobs).toEqual([{ nodeId: 'a', job: { type: 'checkpoint', migrationId: plan.tasks[0]!.migrationId } }]);
+    expect((await registry.getNode('a'))?.draining).toBe(true);
+    expect((await registry.getTask('t1'))?.state).toBe('migrating');
+    expect((await registry.reservedOn('on-demand')).memBytes).toBe(GiB);
+    // Without the on-demand node, another zone wins over the same pool.
+    await registry.heartbeat(node('b'), 30_000);
+    await registry.putTask(task('t2', 'b'));
+    await registry.removeNode('on-demand');
+    const second = await planner.planNotice(interruption('i-b'));
+    expect(second.tasks[0]?.targetNodeId).toBe('other-zone');
+  });
+
+  it('never picks a stale, draining or noticed node, and matches the GPU model', async () => {
+    await registry.heartbeat(node('src', { gpuModel: 'NVIDIA H100 80GB HBM3', gpuFreeBytes: 0 }), 30_000);
+    await registry.heartbeat(node('stale', { gpuModel: 'NVIDIA H100 80GB HBM3', gpuFreeBytes: 80 * GiB }), 1);
+    await registry.heartbeat(node('a100', { gpuModel: 'NVIDIA A100-SXM4-80GB', gpuFreeBytes: 80 * GiB, lifecycle: 'on-demand' }), 30_000);
+    await registry.heartbeat(node('h100', { gpuModel: 'NVIDIA H100 80GB HBM3', gpuFreeBytes: 40 * GiB }), 30_000);
+    await registry.heartbeat(node('busy', { gpuModel: 'NVIDIA H100 80GB HBM3', gpuFreeBytes: 80 * GiB }), 30_000);
+    await registry.setDraining('busy', true, 'other-notice');
+    await registry.putTask(task('gpu', 'src', { gpuMemBytes: 16 * GiB, gpuModel: 'NVIDIA H100 80GB HBM3' }));
+    await new Promise((r) => setTimeout(r, 5));
+    const plan = await planner.planNotice(interruption('i-src', 3600));
+    expect(plan.tasks[0]).toMatchObject({ decision: 'migrate', targetNodeId: 'h100' });
+  });
+
+  it('applies the fallback and says why when the deadline is too close or no target has room', async () => {
+    await registry.heartbeat(node('a'), 30_000);
+    await registry.heartbeat(node('small', { memFreeBytes: 512 * 1024 * 1024 }), 30_000);
+    await registry.putTask(task('big', 'a', { memBytes: 2 * GiB, priority: 5, fallback: 'stop' }));
+    await registry.putTask(task('late', 'a', { memBytes: 100 * 1024 * 1024, priority: 1, fallback: 'none' }));
+    const plan = await planner.planNotice(interruption('i-a', 3));
+    const big = plan.tasks.find((t) => t.taskId === 'big')!;
+    const late = plan.tasks.find((t) => t.taskId === 'late')!;
+    expect(big.decision).toBe('fallback');
+    expect(big.reason).toMatch(/deadline|no healthy node/);
+    expect(late.decision).toBe('fallback');
+    expect(jobs).toEqual([{ nodeId: 'a', job: { type: 'fallback', migrationId: big.migrationId } }]);
+    const record = await registry.getMigration(late.migrationId);
+    expect(record).toMatchObject({ phase: 'fallback', fallback: 'none', outcome: 'fallback-applied' });
+    expect(record?.reason).toBeTruthy();
+
+    const roomy = new Planner({ registry, logger: silentLogger, dispatch: async () => {} });
+    await registry.heartbeat(node('c'), 30_000);
+    await registry.putTask(task('huge', 'c', { memBytes: 40 * GiB }));
+    const none = await roomy.planNotice(interruption('i-c', 3600));
+    expect(none.tasks[0]).toMatchObject({ decision: 'fallback' });
+    expect(none.tasks[0]!.reason).toMatch(/no-target/);
+  });
+
+  it('plans a notice delivered twice only once, ignores rebalance by default, and undrains on cancel', async () => {
+    await registry.heartbeat(node('a'), 30_000);
+    await registry.heartbeat(node('b'), 30_000);
+    await registry.putTask(task('t', 'a'));
+    const notice = interruption('i-a');
+    await planner.planNotice(notice);
+    await registry.updateTask('t', { state: 'running' });
+    const again = await planner.planNotice(notice);
+    expect(again.tasks).toMatchObject([{ decision: 'skip' }]);
+    expect(jobs).toHaveLength(1);
+    const rebalance = makeNotice({ provider: 'aws', kind: 'rebalance', action: 'none', instanceId: 'i-b', detectedAt: new Date(), source: 'imds' });
+    expect((await planner.planNotice(rebalance)).decision).toBe('ignore');
+    const cancel = makeNotice({ provider: 'aws', kind: 'cancelled', action: 'reboot', instanceId: 'i-a', detectedAt: new Date(), source: 'imds' });
+    expect((await planner.planNotice(cancel)).decision).toBe('cancel');
+    expect((await registry.getNode('a'))?.draining).toBe(false);
+  });
+
+  it('never overcommits a target when many planners run at once', async () => {
+    const targets = ['t1', 't2', 't3'];
+    for (const id of targets) await registry.heartbeat(node(id, { memFreeBytes: 5 * GiB, lifecycle: 'on-demand' }), 30_000);
+    const sources = Array.from({ length: 12 }, (_, i) => `s${i}`);
+    for (const id of sources) {
+      await registry.heartbeat(node(id), 30_000);
+      for (let k = 0; k < 2; k++) await registry.putTask(task(`${id}-${k}`, id));
+    }
+    // 24 one-GiB tasks, 15 GiB of room: separate planners (separate snapshots) race for it.
+    const planners = sources.map(() => new Planner({ registry, logger: silentLogger, dispatch: async () => {} }));
+    const plans = await Promise.all(sources.map((id, i) => planners[i]!.planNotice(interruption(`i-${id}`, 3600))));
+    const placed = plans.flatMap((p) => p.tasks).filter((t) => t.decision === 'migrate');
+    expect(placed).toHaveLength(15);
+    for (const id of targets) expect((await registry.reservedOn(id)).memBytes).toBe(5 * GiB);
+  });
+});
