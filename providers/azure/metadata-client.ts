@@ -90,6 +90,7 @@ export class AzureMetadataClient {
   }
 
   private async send(method: 'GET' | 'POST', path: string, apiVersion: string, body: string | undefined, options: AzureRequestOptions): Promise<HttpResponse> {
+    if (options.signal?.aborted) throw new AzureRequestAborted(path);
     const label = path.replace('/metadata/', '') + (method === 'POST' ? ':approve' : '');
     this.options.metrics?.metadataRequestsTotal.inc({ provider: 'azure', path: label });
     const headers: Record<string, string> = { Metadata: 'true' };

@@ -230,6 +230,7 @@ export class AzureWatcher implements NoticeWatcher {
         const wait = Math.min(5_000, this.errorBackoffMs * attempt);
         this.logger.warn({ err: describeError(err), retryInMs: wait }, 'cannot read the Azure compute metadata yet');
         await sleep(wait, signal);
+        if (signal?.aborted) throw new AzureRequestAborted('/metadata/instance/compute');
       }
     }
   }

@@ -151,6 +151,7 @@ export class GcpMetadataClient {
   }
 
   private raw(path: string, pathAndQuery: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<HttpResponse> {
+    if (signal?.aborted) return Promise.reject(new GcpRequestAborted(path));
     this.options.metrics?.metadataRequestsTotal.inc({ provider: 'gcp', path });
     return request(`${this.base}${GCP_METADATA_PREFIX}${pathAndQuery}`, { headers: { 'Metadata-Flavor': 'Google' }, timeoutMs, signal, maxBytes: 256 * 1024 });
   }
@@ -166,7 +167,7 @@ export class GcpMetadataClient {
   }
 
   private transportError(path: string, err: unknown): Error {
-    if (err instanceof GcpMetadataError) return err;
+    if (err instanceof GcpMetadataError || err instanceof GcpRequestAborted) return err;
     if (err instanceof HttpRequestError) {
       if (err.reason === 'aborted') return new GcpRequestAborted(path);
       const reason: MetadataErrorReason = err.reason === 'timeout' ? 'timeout' : err.reason === 'connection' ? 'connection' : 'other';

@@ -111,6 +111,8 @@ export class GcpWatcher implements NoticeWatcher {
     const now = Date.now();
     this.loops = (['instance/preempted', 'instance/maintenance-event'] as const).map((key) => ({ key, lastProgressAt: now, consecutiveErrors: 0, etag: undefined }));
     const signal = this.abort.signal;
+    // Know the instance id before the first notice needs it (the agent usually read it through identity()).
+    this.instanceId(signal).catch(() => undefined);
     this.running = Promise.all(this.loops.map((loop) => this.watch(loop, signal))).then(() => undefined);
   }
 
@@ -240,6 +242,7 @@ export class GcpWatcher implements NoticeWatcher {
         const wait = Math.min(5_000, this.errorBackoffMs * attempt);
         this.logger.warn({ path, err: describeError(err), retryInMs: wait }, 'cannot read the GCE metadata yet');
         await sleep(wait, signal);
+        if (signal?.aborted) throw new GcpRequestAborted(path);
       }
     }
   }
