@@ -91,7 +91,7 @@ export class Planner {
       .sort((a, b) => b.priority - a.priority || a.startedAt - b.startedAt);
     const rates = { ...this.o.defaultRates, ...(await this.o.registry.rates()) };
     const nodes = await this.nodes(now);
-    const source = nodes.find((n) => n.id === nodeId);
+    const source = await this.o.registry.getNode(nodeId);
 
     const plans: TaskPlan[] = [];
     // Checkpoints on one source run one after the other, so each task's finish time includes those before it.
@@ -148,7 +148,7 @@ export class Planner {
   /** Reserves capacity for a task on the best target that has room, excluding `exclude` (for retries). */
   async reserveFor(task: TaskRecord, sourceNodeId: string, migrationId: string, exclude: string[]): Promise<{ nodeId?: string; reservationId: string; refused: Record<string, string> }> {
     const nodes = await this.nodes(Date.now(), true);
-    const source = nodes.find((n) => n.id === sourceNodeId);
+    const source = await this.o.registry.getNode(sourceNodeId);
     const candidates = this.rank(nodes, source, task).filter((id) => !exclude.includes(id));
     const reservationId = `${migrationId}:${randomUUID().slice(0, 8)}`;
     return { ...(await this.reserveAmong(candidates, reservationId, task)), reservationId };

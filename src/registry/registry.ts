@@ -169,29 +169,34 @@ export class Registry {
 
   // ---- migrations -------------------------------------------------------------------------------------------
 
+  /**
+   * Migrations are hashes with one JSON-encoded field per property (and `phases.<name>` per phase), so the
+   * source and the target can update their own fields at the same time without losing each other's writes.
+   */
   async putMigration(m: MigrationRecord): Promise<void> {
-    await this.redis.multi().set(this.key('migration', m.id), JSON.stringify(m)).zadd(this.key('migrations'), m.plannedAt, m.id).exec();
+    await this.redis.multi().hset(this.key('migration', m.id), encodeMigration(m)).zadd(this.key('migrations'), m.plannedAt, m.id).exec();
   }
 
   async getMigration(id: string): Promise<MigrationRecord | undefined> {
-    const json = await this.redis.get(this.key('migration', id));
-    return json ? (JSON.parse(json) as MigrationRecord) : undefined;
+    const hash = await this.redis.hgetall(this.key('migration', id));
+    return Object.keys(hash).length === 0 ? undefined : decodeMigration(hash);
   }
 
+  /** Sets only the given fields (phases are merged, never replaced). */
   async updateMigration(id: string, patch: Partial<MigrationRecord>): Promise<MigrationRecord | undefined> {
-    const m = await this.getMigration(id);
-    if (!m) return undefined;
-    const next = { ...m, ...patch, phases: { ...m.phases, ...(patch.phases ?? {}) } };
-    await this.putMigration(next);
-    return next;
+    if (!(await this.redis.exists(this.key('migration', id)))) return undefined;
+    await this.redis.hset(this.key('migration', id), encodeMigration(patch));
+    return this.getMigration(id);
   }
 
   /** The most recent migrations, newest first. */
   async recentMigrations(limit = 50): Promise<MigrationRecord[]> {
     const ids = await this.redis.zrevrange(this.key('migrations'), 0, limit - 1);
     if (ids.length === 0) return [];
-    const values = await this.redis.mget(ids.map((id) => this.key('migration', id)));
-    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as MigrationRecord);
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.key('migration', id));
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([, hash]) => hash as Record<string, string>).filter((h) => Object.keys(h).length > 0).map(decodeMigration);
   }
 
   // ---- measured rates ---------------------------------------------------------------------------------------
@@ -237,4 +242,23 @@ function parseNode(h: Record<string, string>): NodeRecord {
     peerAddress: h.peerAddress ?? '',
     heartbeatAt: num('heartbeatAt'),
   };
+}
+
+function encodeMigration(m: Partial<MigrationRecord>): Record<string, string> {
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m)) {
+    if (v === undefined) continue;
+    if (k === 'phases') for (const [phase, ms] of Object.entries(v as Record<string, number>)) flat[`phases.${phase}`] = JSON.stringify(ms);
+    else flat[k] = JSON.stringify(v);
+  }
+  return flat;
+}
+
+function decodeMigration(hash: Record<string, string>): MigrationRecord {
+  const m: Record<string, unknown> = { phases: {} };
+  for (const [k, v] of Object.entries(hash)) {
+    if (k.startsWith('phases.')) (m.phases as Record<string, number>)[k.slice(7)] = JSON.parse(v) as number;
+    else m[k] = JSON.parse(v) as unknown;
+  }
+  return m as unknown as MigrationRecord;
 }
