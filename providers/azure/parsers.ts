@@ -76,6 +76,8 @@ export function asEventId(value: unknown, path: string): string {
 
 /** Reads the scheduled-event fields of `o` (an IMDS event, or Event Grid's `resourceInfo.properties`). */
 export function readScheduledEvent(o: JsonObject, path: string): ScheduledEvent {
+  const eventId = asEventId(o.EventId, `${path}.EventId`);
+  const eventType = asNonEmptyString(o.EventType, `${path}.EventType`);
   const resources = asArray(o.Resources, `${path}.Resources`);
   if (resources.length > MAX_RESOURCES) throw new PayloadError(`${path}.Resources: more than ${MAX_RESOURCES} entries`);
   const names = resources.map((r, i) => {
@@ -92,8 +94,8 @@ export function readScheduledEvent(o: JsonObject, path: string): ScheduledEvent 
     throw new PayloadError(`${path}.DurationInSeconds: expected a number, got ${typeof duration}`);
   }
   return {
-    eventId: asEventId(o.EventId, `${path}.EventId`),
-    eventType: asNonEmptyString(o.EventType, `${path}.EventType`),
+    eventId,
+    eventType,
     resourceType: optionalString(o.ResourceType, `${path}.ResourceType`),
     resources: names,
     status: status as ScheduledEventStatus,

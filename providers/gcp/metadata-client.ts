@@ -82,12 +82,12 @@ export class GcpMetadataClient {
 
   /**
    * Hanging GET: the server answers as soon as the value's ETag differs from `lastEtag` (at once when it
-   * already does), or after `timeoutSec` with the unchanged value. Without `lastEtag` it waits for the next
-   * change. The HTTP timeout is `timeoutSec` plus the client's request timeout.
+   * already does), or after `timeoutSec` with the unchanged value. Without `lastEtag` (or with an empty one)
+   * it waits for the next change. The HTTP timeout is `timeoutSec` plus the client's request timeout.
    */
   waitForChange(path: string, lastEtag: string | undefined, timeoutSec: number, options: GetOptions = {}): Promise<GcpValue> {
     const query = new URLSearchParams({ wait_for_change: 'true' });
-    if (lastEtag !== undefined) query.set('last_etag', lastEtag);
+    if (lastEtag !== undefined && lastEtag !== '') query.set('last_etag', lastEtag);
     query.set('timeout_sec', String(timeoutSec));
     return this.send(path, `${path}?${query.toString()}`, timeoutSec * 1000 + (options.timeoutMs ?? this.options.requestTimeoutMs), options.signal);
   }
