@@ -2,7 +2,7 @@
 # Installs a CRIU that works on this kernel for spotwatch's CRIU engine.
 #
 #   - a system `criu` of version 4 or newer is used as is;
-#   - otherwise CRIU 4.x from Debian trixie is unpacked into a private prefix `.criu/` in the repo root,
+#   - otherwise CRIU 4.x from Debian (trixie: 4.1.1) is unpacked into a private prefix `.criu/` in the repo root,
 #     with its own copy of every library it needs (libc6 included), and `.criu/bin/criu` runs it through
 #     that prefix's dynamic loader. Nothing is installed system-wide and the system's apt sources are
 #     never touched: a private sources list, package lists and cache live in a temporary directory.
@@ -13,8 +13,13 @@
 # Idempotent: a working `.criu/` is kept (SPOTWATCH_CRIU_REINSTALL=1 forces a fresh one). Finishes with
 # `criu check` and prints its verdict; exits non-zero with a message saying what failed.
 #
+# Which Debian suite: trixie (CRIU 4.1.1) by default. On kernels 6.16 and newer, forky (CRIU 4.2.x) instead:
+# those kernels restrict SO_PASSCRED/SO_PASSSEC to unix sockets and CRIU 4.1.x then fails to dump ANY task
+# holding a TCP/UDP socket ("Can't get 1:16 opt: Operation not supported"); fixed in CRIU 4.2 (upstream commit
+# 4b73985, issue #2705). SPOTWATCH_CRIU_SUITE overrides the choice.
+#
 # Environment: SPOTWATCH_DEBIAN_MIRROR (default: the Debian mirror of /etc/apt/sources*, else
-# http://deb.debian.org/debian), SPOTWATCH_CRIU_SUITE (default trixie), SPOTWATCH_CRIU_REINSTALL.
+# http://deb.debian.org/debian), SPOTWATCH_CRIU_SUITE, SPOTWATCH_CRIU_REINSTALL=1.
 set -euo pipefail
 
 say() { printf 'install-criu: %s\n' "$*"; }
@@ -22,8 +27,21 @@ die() { printf 'install-criu: error: %s\n' "$*" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFIX="$ROOT/.criu"
-SUITE="${SPOTWATCH_CRIU_SUITE:-trixie}"
 MIN_MAJOR=4
+
+# Kernel >= 6.16 needs CRIU >= 4.2 for inet sockets (see above).
+kernel_needs_42() {
+  local maj min
+  IFS=. read -r maj min _ <<<"$(uname -r)"
+  [ "${maj:-0}" -gt 6 ] 2>/dev/null || { [ "${maj:-0}" -eq 6 ] && [ "${min%%[!0-9]*}" -ge 16 ]; } 2>/dev/null
+}
+if [ -n "${SPOTWATCH_CRIU_SUITE:-}" ]; then
+  SUITE="$SPOTWATCH_CRIU_SUITE"
+elif kernel_needs_42; then
+  SUITE=forky
+else
+  SUITE=trixie
+fi
 
 # Major version of the criu run by "$@" (empty when it cannot run).
 criu_major() {
@@ -52,6 +70,9 @@ if command -v criu >/dev/null 2>&1; then
   major=$(criu_major criu)
   if [ -n "$major" ] && [ "$major" -ge "$MIN_MAJOR" ]; then
     say "using system criu at $(command -v criu)"
+    if kernel_needs_42 && criu --version | grep -qE '^Version: *4\.[01]([^0-9]|$)'; then
+      say "warning: kernel $(uname -r) needs CRIU >= 4.2 to dump tasks with TCP/UDP sockets; this one is older"
+    fi
     run_check criu
     exit 0
   fi
@@ -68,12 +89,13 @@ esac
 # 2. An existing private install that runs and is new enough is kept.
 if [ -x "$PREFIX/bin/criu" ] && [ -z "${SPOTWATCH_CRIU_REINSTALL:-}" ]; then
   major=$(criu_major "$PREFIX/bin/criu")
-  if [ -n "$major" ] && [ "$major" -ge "$MIN_MAJOR" ]; then
+  have_suite=$(awk '{print $2}' "$PREFIX/SOURCE" 2>/dev/null || true)
+  if [ -n "$major" ] && [ "$major" -ge "$MIN_MAJOR" ] && { [ -z "$have_suite" ] || [ "$have_suite" = "$SUITE" ]; }; then
     say "using private criu at .criu/bin/criu"
     run_check "$PREFIX/bin/criu"
     exit 0
   fi
-  say "existing .criu/ does not run or is too old; reinstalling"
+  say "existing .criu/ does not run, is too old or is not from $SUITE; reinstalling"
 fi
 
 # 3. Install from Debian $SUITE into a private prefix.

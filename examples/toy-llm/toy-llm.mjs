@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// A deterministic "toy LLM" for migration tests and the demo. No dependencies.
+//
+//   node toy-llm.mjs --prompt-tokens N --state-mib M --out FILE --tokens T --interval-ms I [--seed S]
+//   node toy-llm.mjs --reference --prompt-tokens N --state-mib M --tokens T [--seed S]
+//
+// Prefill is deliberately expensive (a fixed CPU loop of about a second, --prefill-rounds) and builds an
+// in-memory "KV cache": a Uint32Array of M MiB filled deterministically from the prompt. Decode then emits
+// one token every I ms; each token is a hash of the previous token and a strided sample spanning the whole
+// cache, and each step writes back into the cache, so a process whose memory was not carried over exactly
+// cannot produce the same stream. Tokens go to FILE as `index token` lines through ONE file descriptor kept
+// open in append mode for the whole run; `# prefill N` (N = how many times this process ran prefill) is
+// written to FILE and stderr, `# done T` at the end.
+//
+// --reference prints the first T `index token` lines of an uninterrupted run to stdout, without sleeping:
+// the stream a migrated run must reproduce exactly (no gap, no repeat).
+//
+// To be checkpointable by CRIU start it without a terminal, in its own session, stdio on files or /dev/null:
+//   setsid node toy-llm.mjs ... </dev/null >/dev/null 2>toy.err &
+import { closeSync, openSync, writeSync } from 'node:fs';
+
+const VOCAB = 50257;
+const SAMPLES = 4096;
+
+function parseArgs(argv) {
+  const o = { promptTokens: 128, stateMib: 64, out: '', tokens: 100, intervalMs: 20, seed: 1, prefillRounds: 400, reference: false };
+  const names = {
+    '--prompt-tokens': 'promptTokens', '--state-mib': 'stateMib', '--tokens': 'tokens',
+    '--interval-ms': 'intervalMs', '--seed': 'seed', '--prefill-rounds': 'prefillRounds',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--reference') o.reference = true;
+    else if (a === '--out') o.out = argv[++i] ?? '';
+    else if (a in names) {
+      const v = Number(argv[++i]);
+      if (!Number.isInteger(v) || v < 0) fail(`${a} needs a non-negative integer`);
+      o[names[a]] = v;
+    } else fail(`unknown argument ${a}`);
+  }
+  if (!o.reference && !o.out) fail('--out FILE is required (or --reference)');
+  if (o.promptTokens < 1 || o.stateMib < 1) fail('--prompt-tokens and --state-mib must be at least 1');
+  return o;
+}
+
+function fail(msg) {
+  process.stderr.write(`toy-llm: ${msg}\n`);
+  process.exit(2);
+}
+
+function mix(h, v) {
+  h = Math.imul(h ^ v, 0x5bd1e995);
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+/** The prompt: N pseudo-random token ids from the seed. */
+function makePrompt(n, seed) {
+  const p = new Uint32Array(n);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    p[i] = x % VOCAB;
+  }
+  return p;
+}
+
+/** Expensive, deterministic prefill: many passes over the prompt, then the cache is filled from the digest. */
+function prefill(prompt, stateMib, rounds) {
+  let h = 0x811c9dc5;
+  for (let r = 0; r < rounds; r++) {
+    for (let k = 0; k < 1 << 16; k++) {
+      for (let i = 0; i < prompt.length; i += 8) h = mix(h, prompt[i] + r + k);
+    }
+  }
+  const cache = new Uint32Array(stateMib * 262144);
+  let x = h || 1;
+  for (let i = 0; i < cache.length; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    cache[i] = x ^ prompt[i % prompt.length];
+  }
+  return { cache, digest: h };
+}
+
+/** One decode step: the next token from the previous one and a sample spanning the whole cache. */
+function nextToken(cache, prev, index) {
+  const stride = Math.max(1, Math.floor(cache.length / SAMPLES));
+  let h = (prev ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0;
+  for (let k = prev % stride; k < cache.length; k += stride) h = mix(h, cache[k]);
+  cache[(Math.imul(index, 7919) + h) % cache.length >>> 0] ^= h;
+  return h % VOCAB;
+}
+
+const o = parseArgs(process.argv.slice(2));
+const prompt = makePrompt(o.promptTokens, o.seed);
+let prefillCount = 0;
+const t0 = Date.now();
+const { cache, digest } = prefill(prompt, o.stateMib, o.prefillRounds);
+prefillCount++;
+const prefillMs = Date.now() - t0;
+
+if (o.reference) {
+  let prev = prompt[prompt.length - 1];
+  const lines = [];
+  for (let i = 0; i < o.tokens; i++) {
+    prev = nextToken(cache, prev, i);
+    lines.push(`${i} ${prev}\n`);
+  }
+  process.stdout.write(lines.join(''));
+} else {
+  const fd = openSync(o.out, 'a');
+  writeSync(fd, `# prefill ${prefillCount} pid=${process.pid} digest=${digest} ms=${prefillMs}\n`);
+  process.stderr.write(`toy-llm: prefill ${prefillCount} done in ${prefillMs} ms (pid ${process.pid})\n`);
+  let prev = prompt[prompt.length - 1];
+  let i = 0;
+  const step = () => {
+    if (o.tokens > 0 && i >= o.tokens) {
+      writeSync(fd, `# done ${i}\n`);
+      closeSync(fd);
+      process.exit(0);
+    }
+    prev = nextToken(cache, prev, i);
+    writeSync(fd, `${i} ${prev}\n`);
+    i++;
+    setTimeout(step, o.intervalMs);
+  };
+  step();
+}

@@ -1,0 +1,334 @@
+/**
+ * The checkpoint engine interface: one contract behind which CRIU (with CUDA checkpointing), Cedana and the
+ * kubelet ContainerCheckpoint API can sit. Agents and the planner only ever talk to this interface.
+ *
+ * Conventions every engine follows:
+ *
+ * - **Results, not exceptions.** Every method resolves to an {@link EngineResult}: `ok` with a value, or a
+ *   failure tagged `retryable` (the same request may succeed if tried again, possibly on another target) or
+ *   `fatal` (it will not, whatever the target), with a stable {@link EngineErrorCode}, a message that says what
+ *   failed and what to do, and the underlying `cause`. Only programming errors throw.
+ * - **Deadlines.** Every call carries an absolute deadline (ms since the Unix epoch, `Date.now()` scale). A call
+ *   that cannot finish before it refuses up front (`DEADLINE_TOO_CLOSE`, nothing touched); work still running
+ *   when it passes is aborted (`DEADLINE_EXCEEDED`). An optional `AbortSignal` aborts the same way (`ABORTED`).
+ * - **The task survives a failed checkpoint.** A checkpoint that fails leaves the task running on the source
+ *   where the engine can arrange it, and the failure says what the engine *verified* about the task afterwards
+ *   ({@link TaskState}), never what it assumed.
+ * - **Images.** A checkpoint writes its image to a directory, or streams it to an {@link ImageSink} while it is
+ *   being written (no store-then-copy); the receiving side of the same engine turns that stream back into a
+ *   directory ({@link CheckpointEngine.receive}), and {@link CheckpointEngine.restore} reads from a directory.
+ *   The byte format on the stream is the engine's own.
+ * - **Hooks.** Work that must wrap the dump and the restore of some tasks — the CUDA driver's
+ *   lock/checkpoint before the dump and restore/unlock after it, for a GPU process — plugs in as
+ *   {@link EngineHook}s, so no engine needs to know about GPUs.
+ */
+import type { Duplex } from 'node:stream';
+
+/** Absolute time in milliseconds since the Unix epoch (the `Date.now()` scale). */
+export type EpochMs = number;
+
+/** The task to checkpoint: a process tree rooted at `pid`, or a container (engines say which kinds they take). */
+export type TaskRef =
+  | {
+      kind: 'process';
+      /** Root of the process tree; its whole tree (threads and descendants) is checkpointed together. */
+      pid: number;
+      /** spotwatch's task id, for logs. */
+      id?: string;
+    }
+  | {
+      kind: 'container';
+      /** Container runtime or API that owns it: `containerd`, `cri-o`, `kubelet`, … */
+      runtime: string;
+      containerId: string;
+      /** For engines that go through Kubernetes. */
+      pod?: { namespace: string; name: string; container: string };
+      id?: string;
+    };
+
+/**
+ * Stable failure codes, for logs, metrics and the planner's decisions. Never renamed once shipped.
+ */
+export type EngineErrorCode =
+  /** The engine cannot run here: binary missing or too old, kernel lacks a feature, daemon unreachable. */
+  | 'ENGINE_UNAVAILABLE'
+  /** The engine needs privileges it does not have (CRIU needs root / CAP_CHECKPOINT_RESTORE). */
+  | 'PERMISSION_DENIED'
+  /** The request itself is wrong (bad path, unknown option, task kind the engine does not take). */
+  | 'INVALID_REQUEST'
+  /** The task does not exist (any more). */
+  | 'TASK_NOT_FOUND'
+  /** The task holds something this engine cannot checkpoint (a terminal, an external socket, a device …). */
+  | 'TASK_UNSUPPORTED'
+  /** Refused before starting: the work cannot finish before the deadline. Nothing was touched. */
+  | 'DEADLINE_TOO_CLOSE'
+  /** Aborted because the deadline passed while the work was running. */
+  | 'DEADLINE_EXCEEDED'
+  /** Aborted through the caller's `AbortSignal`. */
+  | 'ABORTED'
+  /** The checkpoint failed for another reason (see the message and the engine's log). */
+  | 'CHECKPOINT_FAILED'
+  /** The restore failed for another reason (see the message and the engine's log). */
+  | 'RESTORE_FAILED'
+  /** The target cannot host this task: its pid is taken, a file it had open is missing or differs, a port is busy. */
+  | 'RESTORE_CONFLICT'
+  /** The image is incomplete, corrupt or not this engine's. */
+  | 'IMAGE_INVALID'
+  /** The image stream between source and target broke, or the peer reported an error. */
+  | 'TRANSPORT_FAILED'
+  /** A hook (e.g. the CUDA checkpoint) failed. */
+  | 'HOOK_FAILED'
+  /** A bug or an unexpected condition in the engine itself. */
+  | 'INTERNAL';
+
+/**
+ * What an engine verified about the task on the source after a call:
+ * `running` (alive and executing), `stopped` (alive but stopped, e.g. SIGSTOP), `gone` (no longer exists or
+ * a zombie), `unknown` (could not tell, e.g. a container engine that lost its daemon).
+ */
+export type TaskState = 'running' | 'stopped' | 'gone' | 'unknown';
+
+export interface EngineOk<T> {
+  status: 'ok';
+  value: T;
+  /** Wall time of the call. */
+  durationMs: number;
+}
+
+export interface EngineFailure {
+  /** `retryable`: the same request may succeed when tried again (maybe on another target). `fatal`: it will not. */
+  status: 'retryable' | 'fatal';
+  code: EngineErrorCode;
+  /** One or two sentences: what failed, the engine's own reason, and what to do. */
+  message: string;
+  cause?: unknown;
+  /** For checkpoints: the state of the task on the source after the failure, as verified by the engine. */
+  taskState?: TaskState;
+  /** The engine's log for this call, where it keeps one. */
+  logPath?: string;
+  durationMs: number;
+}
+
+export type EngineResult<T> = EngineOk<T> | EngineFailure;
+
+/** Options every call takes. */
+export interface CallOptions {
+  /** Absolute deadline (ms since the epoch). Work that would pass it is refused or aborted. */
+  deadline: EpochMs;
+  /** Aborts the call (code `ABORTED`). */
+  signal?: AbortSignal;
+}
+
+/** What an engine can do on this node. */
+export interface EngineCapabilities {
+  /** Engine name: `criu`, `cedana`, `kubelet`. */
+  engine: string;
+  /** The engine's own version (e.g. CRIU's), when it can tell. */
+  version?: string;
+  /** Whether checkpoint/restore can run here at all; `reason` says why not. */
+  available: boolean;
+  reason?: string;
+  /** Task kinds the engine takes. */
+  taskKinds: TaskRef['kind'][];
+  /** `checkpoint` can stream the image to an {@link ImageSink} while it is being written. */
+  streaming: boolean;
+  /** `checkpoint` can leave the task running (a snapshot). */
+  leaveRunning: boolean;
+  /** Established TCP connections can be carried (only meaningful where the address moves with the task). */
+  tcpEstablished: boolean;
+  /** Names of the installed hooks (e.g. `cuda`). */
+  hooks: string[];
+}
+
+/** How big a checkpoint of a task will be, from the kernel's own accounting. */
+export interface SizeEstimate {
+  /** Host memory the image will carry (private and shared anonymous pages, swapped ones included). */
+  memoryBytes: number;
+  /** Device memory that hooks move into host memory before the dump (0 without a GPU hook). */
+  gpuMemoryBytes: number;
+  /** Estimated image size: memory, GPU memory and the engine's metadata. */
+  imageBytes: number;
+  /** Resident memory of the tree, for comparison (`Rss`). */
+  rssBytes: number;
+  /** Processes and threads in the tree. */
+  processes: number;
+  threads: number;
+  /** Where the numbers come from, e.g. `smaps_rollup`. */
+  basis: string;
+}
+
+/** Receives an image stream. The engine opens it once it is ready to stream and owns it afterwards. */
+export interface ImageSink {
+  /**
+   * Opens the (authenticated) connection to the receiving side, which must hand it to the same engine's
+   * {@link CheckpointEngine.receive}. This is the seam where agent-to-agent authentication and TLS live.
+   */
+  open(signal: AbortSignal): Promise<Duplex>;
+  /** Where it goes, for logs and messages (e.g. `node-b 10.0.0.7:7443`). */
+  describe: string;
+}
+
+/** Where a checkpoint goes. */
+export type ImageDestination =
+  /** The whole image is written into this directory (which must exist and be empty or absent). */
+  | { kind: 'directory'; path: string }
+  /**
+   * The image streams to `sink` while it is written. `localDir` holds what the engine keeps on the source: its
+   * log and small metadata, never the bulk of the image.
+   */
+  | { kind: 'stream'; sink: ImageSink; localDir: string };
+
+/** A phase of a checkpoint or restore, for progress and metrics. */
+export type EnginePhase = 'prepare' | 'hooks' | 'freeze' | 'dump' | 'transfer' | 'commit' | 'receive' | 'restore' | 'verify';
+
+export interface ProgressEvent {
+  phase: EnginePhase;
+  /** Image bytes written or sent so far. */
+  bytes: number;
+  /** The estimate of the total, when known. */
+  estimatedBytes?: number;
+}
+
+export interface CheckpointRequest extends CallOptions {
+  task: TaskRef;
+  /** Names the engine's logs and image metadata; one per migration attempt. */
+  migrationId: string;
+  destination: ImageDestination;
+  /**
+   * Keep the task running after the checkpoint (a snapshot, e.g. checkpoint-to-storage while it keeps working).
+   * Default `false`: once the image is complete (and, for a stream, confirmed by the receiver) the task is
+   * stopped for good, so it never runs in two places.
+   */
+  leaveRunning?: boolean;
+  /** Carry established TCP connections (only where the task's address moves with it). Default: engine's. */
+  tcpEstablished?: boolean;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface CheckpointResult {
+  /** Where the image is: the directory, or the sink's description for a stream. */
+  location: string;
+  /** Image bytes written or sent (pages and metadata). */
+  imageBytes: number;
+  /** When the task stopped executing on the source (downtime starts here), ms since the epoch. */
+  frozenAt: EpochMs;
+  /** The task's state after the checkpoint: `gone`, or `running` with `leaveRunning`. Verified. */
+  taskState: TaskState;
+  /** Per-phase durations in ms (engine specific keys, e.g. `freeze`, `dump`, `transfer`, `commit`). */
+  phases: Record<string, number>;
+  /** The engine's log of the dump, where it keeps one. */
+  logPath?: string;
+}
+
+export interface ReceiveRequest extends CallOptions {
+  /** The connection an {@link ImageSink} opened on the source, already authenticated by the caller. */
+  connection: Duplex;
+  /** Directory the image is written into (must exist and be empty or absent). */
+  directory: string;
+  /** Expected migration id; the stream is refused when the source announces another one. */
+  migrationId?: string;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface ReceivedImage {
+  directory: string;
+  migrationId: string;
+  imageBytes: number;
+  files: number;
+  /**
+   * The source committed the hand-over (an `ok` result always means it did). `true`: the task is stopped there
+   * for good and this image is now the task — restore it. `false`: a snapshot (`leaveRunning`); the task still
+   * runs on the source, so restoring it here would run it twice.
+   */
+  sourceStopped: boolean;
+}
+
+export interface RestoreRequest extends CallOptions {
+  migrationId: string;
+  /** The image to restore. */
+  source: { kind: 'directory'; path: string };
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface RestoreResult {
+  /** The restored task (for a process tree, its root pid on this node). */
+  task: TaskRef;
+  /** Per-phase durations in ms. */
+  phases: Record<string, number>;
+  logPath?: string;
+}
+
+/** Context handed to hooks. */
+export interface HookContext {
+  task: TaskRef;
+  migrationId: string;
+  deadline: EpochMs;
+  signal: AbortSignal;
+  /** Every process of the task's tree (root first), where the engine knows them. */
+  pids: number[];
+}
+
+/**
+ * Work that wraps the dump and the restore of a task, e.g. the CUDA driver's checkpoint API for a GPU process:
+ * `beforeCheckpoint` = cuCheckpointProcessLock + cuCheckpointProcessCheckpoint (device memory moves into host
+ * memory, where the dump takes it), `afterCheckpoint` when the task keeps running on the source =
+ * cuCheckpointProcessRestore + cuCheckpointProcessUnlock, `afterRestore` on the target = the same on the new pid.
+ * A hook that throws fails the call with `HOOK_FAILED`; hooks run in order, and their `after*` in reverse.
+ */
+export interface EngineHook {
+  readonly name: string;
+  /** Whether this hook applies to the task (e.g. the process holds a CUDA context). Default: always. */
+  appliesTo?(task: TaskRef, pids: number[]): Promise<boolean>;
+  /** Extra bytes (e.g. device memory) this hook adds to the image. */
+  estimate?(task: TaskRef, pids: number[]): Promise<{ gpuMemoryBytes: number }>;
+  beforeCheckpoint?(ctx: HookContext): Promise<void>;
+  /**
+   * After the dump, whatever its outcome. `taskState` says where the source task stands: when it is `running`
+   * (failed dump, or `leaveRunning`), undo what `beforeCheckpoint` did.
+   */
+  afterCheckpoint?(ctx: HookContext & { ok: boolean; taskState: TaskState }): Promise<void>;
+  beforeRestore?(ctx: HookContext & { directory: string }): Promise<void>;
+  afterRestore?(ctx: HookContext): Promise<void>;
+}
+
+/** One checkpoint engine. Implementations: `CriuEngine` (src/engines/criu); Cedana and kubelet later. */
+export interface CheckpointEngine {
+  readonly name: string;
+  /** What the engine can do on this node, checked for real (binary, version, kernel). */
+  capabilities(opts: CallOptions): Promise<EngineResult<EngineCapabilities>>;
+  /** Size of a checkpoint of `task`, from live accounting; the planner turns it into time with measured rates. */
+  estimate(task: TaskRef, opts: CallOptions): Promise<EngineResult<SizeEstimate>>;
+  /** Checkpoints `task` into `destination`. On failure the task is left running where the engine can. */
+  checkpoint(req: CheckpointRequest): Promise<EngineResult<CheckpointResult>>;
+  /** Target side of a streamed checkpoint: writes the stream into a directory, ready for `restore`. */
+  receive(req: ReceiveRequest): Promise<EngineResult<ReceivedImage>>;
+  /** Restores the task from an image directory on this node; `ok` only once it is verified running. */
+  restore(req: RestoreRequest): Promise<EngineResult<RestoreResult>>;
+}
+
+/** Milliseconds left until `deadline` (negative once it has passed). */
+export function remainingMs(deadline: EpochMs, now: number = Date.now()): number {
+  return deadline - now;
+}
+
+export function engineOk<T>(value: T, startedAt: number): EngineOk<T> {
+  return { status: 'ok', value, durationMs: Date.now() - startedAt };
+}
+
+export function engineFailure(
+  status: EngineFailure['status'],
+  code: EngineErrorCode,
+  message: string,
+  startedAt: number,
+  extra: Partial<Pick<EngineFailure, 'cause' | 'taskState' | 'logPath'>> = {},
+): EngineFailure {
+  const f: EngineFailure = { status, code, message, durationMs: Date.now() - startedAt };
+  if (extra.cause !== undefined) f.cause = extra.cause;
+  if (extra.taskState !== undefined) f.taskState = extra.taskState;
+  if (extra.logPath !== undefined) f.logPath = extra.logPath;
+  return f;
+}
+
+export function isEngineOk<T>(r: EngineResult<T>): r is EngineOk<T> {
+  return r.status === 'ok';
+}

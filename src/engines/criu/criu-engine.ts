@@ -1,0 +1,835 @@
+/**
+ * The CRIU engine: checkpoint and restore of a process tree with CRIU 4.x (see scripts/install-criu.sh).
+ *
+ * - **checkpoint** = `criu dump -t PID` of the whole tree, with what an inference server needs: open and
+ *   unlinked files (`--link-remap`), file locks, unix sockets whose peer is outside the tree (`--ext-unix-sk`),
+ *   established TCP as an option (`--tcp-established`, nftables network lock), `--shell-job` only when the tree
+ *   is tied to a terminal or to a session outside it; cgroups are left alone (`--manage-cgroups=ignore`). The
+ *   dump runs with `--leave-stopped`: the engine stops the task for good only once the image is complete (for a
+ *   stream: once the target has ACKed the whole image), and resumes it (SIGCONT) when anything fails before —
+ *   so a failed checkpoint or transfer leaves the task running on the source, verified with `kill -0` and
+ *   /proc/PID/stat, and said in the result.
+ * - **streaming**: the dump's memory pages go through CRIU's page-server protocol over an inherited socketpair,
+ *   relayed by the agents on the image-stream connection (image-stream.ts explains why); the small non-page
+ *   images follow on the same connection. `receive` runs `criu page-server` on the target.
+ * - **restore** = `criu restore --restore-detached --pidfile`, after checking the image and that its pids are
+ *   free here; `ok` only once the restored root is verified running.
+ * - Every run keeps CRIU's log in the migration's image directory (`dump.log`, `page-server.log`,
+ *   `restore.log`), and failures are classified from it into the interface's stable codes (criu-log.ts).
+ */
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type {
+  CallOptions,
+  CheckpointEngine,
+  CheckpointRequest,
+  CheckpointResult,
+  EngineCapabilities,
+  EngineErrorCode,
+  EngineFailure,
+  EngineHook,
+  EngineResult,
+  HookContext,
+  ProgressEvent,
+  ReceiveRequest,
+  ReceivedImage,
+  RestoreRequest,
+  RestoreResult,
+  SizeEstimate,
+  TaskRef,
+  TaskState,
+} from '../checkpoint-engine.js';
+import { engineFailure, engineOk } from '../checkpoint-engine.js';
+import { locateCriu } from './criu-binary.js';
+import type { CriuBinary } from './criu-binary.js';
+import { buildDumpArgs, buildPageServerArgs, buildRestoreArgs } from './criu-command.js';
+import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
+import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreStats } from './criu-log.js';
+import type { CriuAction } from './criu-log.js';
+import { startCriu } from './criu-process.js';
+import type { CriuExit } from './criu-process.js';
+import { ImageStreamError, ImageStreamReceiver, ImageStreamSender } from './image-stream.js';
+import type { StreamFile } from './image-stream.js';
+import { estimateTree, needsShellJob, pidExists, processTree, readProcStat, signalAll, taskState, waitGone } from './proc.js';
+
+/** Name of the engine's manifest in every image directory. */
+export const MANIFEST_FILE = 'spotwatch-image.json';
+
+/** Throughput assumptions used to refuse work that cannot meet its deadline. */
+export interface CriuRates {
+  /** Dump (and stream) throughput, bytes per second. */
+  checkpointBytesPerSec: number;
+  /** Restore throughput, bytes per second. */
+  restoreBytesPerSec: number;
+  /** Fixed cost of one CRIU run (start, freeze, metadata), ms. */
+  fixedMs: number;
+}
+
+/** Conservative defaults; the planner passes rates measured on earlier migrations. */
+export const DEFAULT_CRIU_RATES: CriuRates = { checkpointBytesPerSec: 250e6, restoreBytesPerSec: 250e6, fixedMs: 250 };
+
+export interface CriuEngineOptions {
+  /** CRIU executable; default: `SPOTWATCH_CRIU`, then `.criu/bin/criu`, then `criu` on PATH (version ≥ 4). */
+  criuPath?: string;
+  /** `--shell-job`: `auto` (default) uses it only when the tree has a terminal or a session led from outside. */
+  shellJob?: 'auto' | boolean;
+  /** Carry established TCP connections (default false; only where the task's address moves with it). */
+  tcpEstablished?: boolean;
+  /** Network lock for `--tcp-established` (default `nftables`: no iptables binary needed). */
+  networkLock?: CriuTaskOptions['networkLock'];
+  /** Allow unix sockets connected outside the tree (default true). */
+  extUnixSk?: boolean;
+  /** Carry file locks (default true). */
+  fileLocks?: boolean;
+  /** Carry unlinked-but-open files through link remaps (default true). */
+  linkRemap?: boolean;
+  /** `--manage-cgroups` (default `ignore`: cgroups are the target's business). */
+  manageCgroups?: CgroupMode;
+  /** CRIU log verbosity 0–4 (default 4: logs are kept per migration and explain failures). */
+  logLevel?: number;
+  hooks?: EngineHook[];
+  rates?: Partial<CriuRates>;
+  /** Appended to every `criu dump` / `criu restore` (experiments, tests). */
+  extraDumpArgs?: string[];
+  extraRestoreArgs?: string[];
+  /** How long to wait for a stopped task's pids (or a restore target's pids) to be released. Default 2000 ms. */
+  releaseTimeoutMs?: number;
+}
+
+/** What the engine records next to the image, so the restore uses the options the dump used. */
+export interface CriuImageManifest {
+  format: 1;
+  engine: 'criu';
+  criuVersion: string;
+  migrationId: string;
+  createdAt: string;
+  taskId?: string;
+  rootPid: number;
+  /** Every process of the dumped tree, root first. */
+  pids: number[];
+  options: CriuTaskOptions;
+  estimate?: SizeEstimate;
+  /** Page bytes sent through the page server (stream) or written (directory). */
+  pageBytes: number;
+  streamed: boolean;
+}
+
+/** Below this much time left, no call starts at all. */
+const MIN_CALL_MS = 50;
+
+class Aborted extends Error {
+  constructor(readonly reason: 'deadline' | 'abort') {
+    super(reason === 'deadline' ? 'deadline passed' : 'aborted');
+  }
+}
+
+/** Per-call deadline and abort handling: one AbortController that fires at the deadline or on the caller's signal. */
+class CallGuard {
+  readonly controller = new AbortController();
+  reason: 'deadline' | 'abort' | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private readonly onAbort = (): void => this.fire('abort');
+
+  constructor(
+    readonly deadline: number,
+    private readonly external?: AbortSignal,
+  ) {
+    this.timer = setTimeout(() => this.fire('deadline'), Math.max(0, deadline - Date.now()));
+    external?.addEventListener('abort', this.onAbort, { once: true });
+    if (external?.aborted) this.fire('abort');
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  private fire(reason: 'deadline' | 'abort'): void {
+    if (this.reason) return;
+    this.reason = reason;
+    this.controller.abort(new Aborted(reason));
+  }
+
+  /** Races `p` against the guard. */
+  race<T>(p: Promise<T>): Promise<T> {
+    if (this.reason) return Promise.reject(new Aborted(this.reason));
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(new Aborted(this.reason ?? 'abort'));
+      this.signal.addEventListener('abort', onAbort, { once: true });
+      p.then(
+        (v) => {
+          this.signal.removeEventListener('abort', onAbort);
+          resolve(v);
+        },
+        (e: unknown) => {
+          this.signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.external?.removeEventListener('abort', this.onAbort);
+  }
+}
+
+function abortedFailure(reason: 'deadline' | 'abort', what: string, started: number, extra: Partial<EngineFailure> = {}): EngineFailure {
+  return reason === 'deadline'
+    ? engineFailure('fatal', 'DEADLINE_EXCEEDED', `${what} aborted: the deadline passed`, started, extra)
+    : engineFailure('fatal', 'ABORTED', `${what} aborted by the caller`, started, extra);
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+async function isEmptyOrAbsent(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length === 0;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+}
+
+/** Regular files of a directory, sorted, with sizes. */
+async function listFiles(dir: string): Promise<StreamFile[]> {
+  const out: StreamFile[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const st = await stat(join(dir, name));
+    if (st.isFile()) out.push({ name, size: st.size });
+  }
+  return out;
+}
+
+/** First free log name: `restore.log`, `restore.2.log`, … (a retry in the same directory keeps the earlier log). */
+async function freeLogName(dir: string, base: string): Promise<string> {
+  for (let i = 1; ; i++) {
+    const name = i === 1 ? `${base}.log` : `${base}.${i}.log`;
+    try {
+      await stat(join(dir, name));
+    } catch {
+      return name;
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class CriuEngine implements CheckpointEngine {
+  readonly name = 'criu';
+  private readonly opts: CriuEngineOptions;
+  private readonly rates: CriuRates;
+  private located: Promise<{ ok: true; binary: CriuBinary } | { ok: false; reason: string }> | undefined;
+  private checked: Promise<{ ok: boolean; detail: string }> | undefined;
+
+  constructor(opts: CriuEngineOptions = {}) {
+    this.opts = opts;
+    this.rates = { ...DEFAULT_CRIU_RATES, ...opts.rates };
+  }
+
+  private get hooks(): EngineHook[] {
+    return this.opts.hooks ?? [];
+  }
+
+  private get logLevel(): number {
+    return this.opts.logLevel ?? 4;
+  }
+
+  private get releaseTimeoutMs(): number {
+    return this.opts.releaseTimeoutMs ?? 2000;
+  }
+
+  /** The CRIU binary this engine runs (located once). */
+  async binary(): Promise<{ ok: true; binary: CriuBinary } | { ok: false; reason: string }> {
+    this.located ??= locateCriu(this.opts.criuPath ?? process.env.SPOTWATCH_CRIU);
+    return this.located;
+  }
+
+  private taskOptions(shellJob: boolean, tcpEstablished?: boolean): CriuTaskOptions {
+    return {
+      shellJob,
+      tcpEstablished: tcpEstablished ?? this.opts.tcpEstablished ?? false,
+      extUnixSk: this.opts.extUnixSk ?? true,
+      fileLocks: this.opts.fileLocks ?? true,
+      manageCgroups: this.opts.manageCgroups ?? 'ignore',
+      networkLock: this.opts.networkLock ?? 'nftables',
+    };
+  }
+
+  /** Refuses a call whose deadline is (nearly) gone or whose signal already fired. */
+  private precheck(opts: CallOptions, what: string, started: number): EngineFailure | undefined {
+    if (!Number.isFinite(opts.deadline)) return engineFailure('fatal', 'INVALID_REQUEST', `${what}: deadline must be a finite epoch-ms number`, started);
+    const left = opts.deadline - Date.now();
+    if (left < MIN_CALL_MS) return engineFailure('fatal', 'DEADLINE_TOO_CLOSE', `${what} refused: ${Math.max(0, left)} ms left before the deadline`, started);
+    if (opts.signal?.aborted) return engineFailure('fatal', 'ABORTED', `${what} aborted before it started`, started);
+    return undefined;
+  }
+
+  private async criuOrFailure(started: number): Promise<CriuBinary | EngineFailure> {
+    const loc = await this.binary();
+    if (!loc.ok) return engineFailure('fatal', 'ENGINE_UNAVAILABLE', loc.reason, started);
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      return engineFailure('fatal', 'PERMISSION_DENIED', 'CRIU must run as root (or with CAP_CHECKPOINT_RESTORE and CAP_SYS_PTRACE); this agent is not root', started);
+    }
+    return loc.binary;
+  }
+
+  async capabilities(opts: CallOptions): Promise<EngineResult<EngineCapabilities>> {
+    const started = Date.now();
+    const pre = this.precheck(opts, 'capabilities', started);
+    if (pre) return pre;
+    const caps: EngineCapabilities = {
+      engine: this.name,
+      available: false,
+      taskKinds: ['process'],
+      streaming: true,
+      leaveRunning: true,
+      tcpEstablished: true,
+      hooks: this.hooks.map((h) => h.name),
+    };
+    const loc = await this.binary();
+    if (!loc.ok) return engineOk({ ...caps, reason: loc.reason }, started);
+    caps.version = loc.binary.version;
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      return engineOk({ ...caps, reason: 'CRIU needs root; this agent is not root' }, started);
+    }
+    this.checked ??= (async () => {
+      const run = startCriu(loc.binary.path, ['check'], { deadline: Math.min(opts.deadline, Date.now() + 30_000) });
+      const exit = await run.done;
+      const out = `${exit.stdout}\n${exit.stderr}`;
+      if (exit.code === 0 && /Looks good/.test(out)) return { ok: true, detail: 'Looks good' };
+      const f = classifyCriuFailure('check', '', exit.stderr, exit.code);
+      return { ok: false, detail: `criu check failed: ${f.reason}` };
+    })();
+    const check = await this.checked;
+    if (!check.ok) {
+      this.checked = undefined; // try again next time
+      return engineOk({ ...caps, reason: check.detail }, started);
+    }
+    return engineOk({ ...caps, available: true }, started);
+  }
+
+  async estimate(task: TaskRef, opts: CallOptions): Promise<EngineResult<SizeEstimate>> {
+    const started = Date.now();
+    const pre = this.precheck(opts, 'estimate', started);
+    if (pre) return pre;
+    if (task.kind !== 'process') return engineFailure('fatal', 'INVALID_REQUEST', `the criu engine takes process tasks, not ${task.kind}`, started);
+    const est = await this.estimateWithHooks(task);
+    if (!est) return engineFailure('fatal', 'TASK_NOT_FOUND', `process ${task.pid} does not exist`, started, { taskState: 'gone' });
+    return engineOk(est, started);
+  }
+
+  private async estimateWithHooks(task: TaskRef & { kind: 'process' }): Promise<SizeEstimate | undefined> {
+    const est = await estimateTree(task.pid);
+    if (!est) return undefined;
+    const pids = await processTree(task.pid);
+    for (const h of this.hooks) {
+      if (!h.estimate) continue;
+      if (h.appliesTo && !(await h.appliesTo(task, pids))) continue;
+      const g = await h.estimate(task, pids);
+      est.gpuMemoryBytes += g.gpuMemoryBytes;
+      est.imageBytes += g.gpuMemoryBytes;
+    }
+    return est;
+  }
+
+  /** Time a checkpoint of `bytes` is expected to take with the configured rates. */
+  expectedCheckpointMs(bytes: number): number {
+    return this.rates.fixedMs + (bytes / this.rates.checkpointBytesPerSec) * 1000;
+  }
+
+  expectedRestoreMs(bytes: number): number {
+    return this.rates.fixedMs + (bytes / this.rates.restoreBytesPerSec) * 1000;
+  }
+
+  /** Resumes a tree that the dump left stopped (unless it was stopped before), then reports its verified state. */
+  private async settleSource(root: number, pids: readonly number[], wasStopped: boolean): Promise<TaskState> {
+    let st = await taskState(root);
+    if (st === 'stopped' && !wasStopped) {
+      signalAll(pids, 'SIGCONT');
+      for (let i = 0; i < 20 && st === 'stopped'; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+        st = await taskState(root);
+      }
+    }
+    return st;
+  }
+
+  private async runHooks<K extends 'beforeCheckpoint' | 'beforeRestore'>(
+    kind: K,
+    hooks: EngineHook[],
+    ctx: Parameters<NonNullable<EngineHook[K]>>[0],
+  ): Promise<{ ran: EngineHook[]; error?: { hook: string; err: unknown } }> {
+    const ran: EngineHook[] = [];
+    for (const h of hooks) {
+      const fn = h[kind] as ((c: typeof ctx) => Promise<void>) | undefined;
+      try {
+        if (fn) await fn.call(h, ctx);
+        ran.push(h);
+      } catch (err) {
+        return { ran, error: { hook: h.name, err } };
+      }
+    }
+    return { ran };
+  }
+
+  private async afterCheckpointHooks(ran: EngineHook[], ctx: HookContext, ok: boolean, state: TaskState): Promise<string | undefined> {
+    const errors: string[] = [];
+    for (const h of [...ran].reverse()) {
+      try {
+        await h.afterCheckpoint?.({ ...ctx, ok, taskState: state });
+      } catch (err) {
+        errors.push(`${h.name}: ${describe(err)}`);
+      }
+    }
+    return errors.length ? errors.join('; ') : undefined;
+  }
+
+  async checkpoint(req: CheckpointRequest): Promise<EngineResult<CheckpointResult>> {
+    const started = Date.now();
+    const pre = this.precheck(req, 'checkpoint', started);
+    if (pre) return pre;
+    if (req.task.kind !== 'process') return engineFailure('fatal', 'INVALID_REQUEST', `the criu engine takes process tasks, not ${req.task.kind}`, started);
+    const task = req.task;
+    const criu = await this.criuOrFailure(started);
+    if ('status' in criu) return criu;
+
+    const root = await readProcStat(task.pid);
+    if (!root || root.state === 'Z' || root.state === 'X') {
+      return engineFailure('fatal', 'TASK_NOT_FOUND', `process ${task.pid} does not exist (or is a zombie)`, started, { taskState: 'gone' });
+    }
+    const wasStopped = root.state === 'T' || root.state === 't';
+    const pids = await processTree(task.pid);
+    const estimate = await this.estimateWithHooks(task);
+    if (!estimate) return engineFailure('fatal', 'TASK_NOT_FOUND', `process ${task.pid} exited`, started, { taskState: 'gone' });
+    const needMs = this.expectedCheckpointMs(estimate.imageBytes);
+    const leftMs = req.deadline - Date.now();
+    if (needMs > leftMs) {
+      return engineFailure(
+        'fatal',
+        'DEADLINE_TOO_CLOSE',
+        `checkpoint of ${task.pid} refused: ~${Math.round(estimate.imageBytes / 1048576)} MiB needs ~${Math.round(needMs)} ms, ${leftMs} ms left; the task was not touched`,
+        started,
+        { taskState: await taskState(task.pid) },
+      );
+    }
+
+    const dest = req.destination;
+    const imagesDir = dest.kind === 'directory' ? dest.path : dest.localDir;
+    if (!(await isEmptyOrAbsent(imagesDir))) {
+      return engineFailure('fatal', 'INVALID_REQUEST', `image directory ${imagesDir} is not empty; every migration needs its own`, started, { taskState: await taskState(task.pid) });
+    }
+    await mkdir(imagesDir, { recursive: true });
+    const logPath = join(imagesDir, 'dump.log');
+    const options = this.taskOptions(this.opts.shellJob === 'auto' || this.opts.shellJob === undefined ? needsShellJob(root, pids) : this.opts.shellJob, req.tcpEstablished);
+    const progress = (e: ProgressEvent): void => {
+      try {
+        req.onProgress?.(e);
+      } catch {
+        // a progress listener never breaks a checkpoint
+      }
+    };
+
+    const guard = new CallGuard(req.deadline, req.signal);
+    const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids };
+    const phases: Record<string, number> = {};
+    let sender: ImageStreamSender | undefined;
+    let ran: EngineHook[] = [];
+
+    // Every failure path goes through here: resume the task if we left it stopped, undo hooks, tell the peer.
+    const fail = async (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): Promise<EngineFailure> => {
+      const state = await this.settleSource(task.pid, pids, wasStopped);
+      const hookErr = await this.afterCheckpointHooks(ran, hookCtx, false, state);
+      const where = state === 'running' ? 'the task is still running on the source' : `the task is ${state} on the source`;
+      const full = `${message}; ${where}${hookErr ? `; hooks failed to undo: ${hookErr}` : ''}`;
+      sender?.abort({ code, status, message });
+      const extra: Partial<EngineFailure> = { taskState: state, logPath };
+      if (cause !== undefined) extra.cause = cause;
+      return engineFailure(status, code, full, started, extra);
+    };
+
+    try {
+      progress({ phase: 'prepare', bytes: 0, estimatedBytes: estimate.imageBytes });
+      phases.prepare = Date.now() - started;
+
+      const hooks: EngineHook[] = [];
+      for (const h of this.hooks) if (!h.appliesTo || (await h.appliesTo(task, pids))) hooks.push(h);
+      if (hooks.length) {
+        const t = Date.now();
+        progress({ phase: 'hooks', bytes: 0, estimatedBytes: estimate.imageBytes });
+        const r = await this.runHooks('beforeCheckpoint', hooks, hookCtx);
+        ran = r.ran;
+        phases.hooks = Date.now() - t;
+        if (r.error) return await fail('retryable', 'HOOK_FAILED', `hook ${r.error.hook} failed before the dump: ${describe(r.error.err)}`, r.error.err);
+      }
+
+      if (dest.kind === 'stream') {
+        const t = Date.now();
+        try {
+          const conn = await guard.race(dest.sink.open(guard.signal));
+          sender = new ImageStreamSender(conn, (bytes) => progress({ phase: 'transfer', bytes, estimatedBytes: estimate.imageBytes }));
+          sender.hello({ migrationId: req.migrationId, engine: 'criu', criuVersion: criu.version, estimatedBytes: estimate.imageBytes });
+        } catch (err) {
+          if (err instanceof Aborted) return await fail('fatal', err.reason === 'deadline' ? 'DEADLINE_EXCEEDED' : 'ABORTED', `checkpoint aborted while connecting to ${dest.sink.describe}`);
+          return await fail('retryable', 'TRANSPORT_FAILED', `cannot open the image stream to ${dest.sink.describe}: ${describe(err)}`, err);
+        }
+        phases.connect = Date.now() - t;
+      }
+
+      const args = buildDumpArgs({
+        ...options,
+        pid: task.pid,
+        imagesDir,
+        logFile: 'dump.log',
+        logLevel: this.logLevel,
+        linkRemap: this.opts.linkRemap ?? true,
+        after: req.leaveRunning ? 'leave-running' : 'leave-stopped',
+        freezeTimeoutSec: Math.min(10, Math.max(1, (req.deadline - Date.now()) / 2000)),
+        ...(dest.kind === 'stream' ? { pageServer: { psSocketFd: 3 } } : {}),
+        ...(this.opts.extraDumpArgs ? { extraArgs: this.opts.extraDumpArgs } : {}),
+      });
+      const dumpStart = Date.now();
+      progress({ phase: 'dump', bytes: 0, estimatedBytes: estimate.imageBytes });
+      const run = startCriu(criu.path, args, { pageSocket: dest.kind === 'stream', deadline: req.deadline, signal: guard.signal });
+      let relayError: unknown;
+      const relay =
+        sender && run.pageSocket
+          ? sender.relayPages(run.pageSocket).catch((err: unknown) => {
+              relayError = err;
+              run.kill('abort');
+              return 0;
+            })
+          : Promise.resolve(0);
+      const exit = await run.done;
+      const pageBytesSent = await guard.race(relay).catch((err: unknown) => {
+        relayError ??= err;
+        return 0;
+      });
+      const dumpEnd = Date.now();
+      phases.dump = dumpEnd - dumpStart;
+
+      if (exit.code !== 0 || relayError !== undefined) {
+        return await this.dumpFailure(exit, relayError, guard, logPath, fail);
+      }
+
+      const stats = parseDumpStats(await readFile(join(imagesDir, 'stats-dump')).catch(() => Buffer.alloc(0)));
+      const frozenAt = stats ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000)) : dumpStart;
+      if (stats) {
+        phases.criuFreeze = Math.round(stats.freezingTimeUs / 1000);
+        phases.criuFrozen = Math.round(stats.frozenTimeUs / 1000);
+        phases.criuMemdump = Math.round(stats.memdumpTimeUs / 1000);
+        phases.criuMemwrite = Math.round(stats.memwriteTimeUs / 1000);
+      }
+      const pageBytes = dest.kind === 'stream' ? pageBytesSent : (stats?.pagesWritten ?? 0) * 4096;
+      const manifest: CriuImageManifest = {
+        format: 1,
+        engine: 'criu',
+        criuVersion: criu.version,
+        migrationId: req.migrationId,
+        createdAt: new Date().toISOString(),
+        rootPid: task.pid,
+        pids,
+        options,
+        estimate,
+        pageBytes,
+        streamed: dest.kind === 'stream',
+      };
+      if (task.id !== undefined) manifest.taskId = task.id;
+      await writeFile(join(imagesDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+
+      let imageBytes: number;
+      if (sender) {
+        const t = Date.now();
+        try {
+          const files: StreamFile[] = [];
+          for (const f of await listFiles(imagesDir)) files.push(await guard.race(sender.sendFile(imagesDir, f.name)));
+          await guard.race(sender.finish({ files, pageBytes }));
+        } catch (err) {
+          if (err instanceof Aborted) {
+            sender.destroy();
+            return await fail('fatal', err.reason === 'deadline' ? 'DEADLINE_EXCEEDED' : 'ABORTED', `checkpoint aborted while the image was being handed to ${dest.kind === 'stream' ? dest.sink.describe : ''}`);
+          }
+          const se = err instanceof ImageStreamError ? err : undefined;
+          return await fail(se?.status ?? 'retryable', se?.code ?? 'TRANSPORT_FAILED', `image transfer to ${dest.kind === 'stream' ? dest.sink.describe : ''} failed after the dump: ${describe(err)}`, err);
+        }
+        phases.transfer = Date.now() - t;
+        imageBytes = sender.bytesSent;
+      } else {
+        imageBytes = (await listFiles(imagesDir)).reduce((n, f) => n + f.size, 0);
+      }
+
+      // The image is complete (and, for a stream, ACKed by the target): stop the task for good.
+      const tc = Date.now();
+      progress({ phase: 'commit', bytes: imageBytes, estimatedBytes: estimate.imageBytes });
+      let state: TaskState;
+      if (req.leaveRunning) {
+        state = await this.settleSource(task.pid, pids, wasStopped);
+      } else {
+        signalAll(pids, 'SIGKILL');
+        await waitGone(pids, this.releaseTimeoutMs);
+        state = await taskState(task.pid);
+      }
+      if (sender) {
+        try {
+          await sender.commit({ sourceStopped: !req.leaveRunning });
+        } catch {
+          // the target has the whole image; it learns of the commit or reports the broken stream itself
+        }
+      }
+      phases.commit = Date.now() - tc;
+      const hookErr = await this.afterCheckpointHooks(ran, hookCtx, true, state);
+      if (hookErr && req.leaveRunning) {
+        return engineFailure('retryable', 'HOOK_FAILED', `checkpoint written, but hooks failed to resume the task: ${hookErr}`, started, { taskState: state, logPath });
+      }
+      return engineOk(
+        {
+          location: dest.kind === 'directory' ? dest.path : dest.sink.describe,
+          imageBytes,
+          frozenAt,
+          taskState: state,
+          phases,
+          logPath,
+        },
+        started,
+      );
+    } catch (err) {
+      if (err instanceof Aborted) return await fail('fatal', err.reason === 'deadline' ? 'DEADLINE_EXCEEDED' : 'ABORTED', 'checkpoint aborted');
+      return await fail('fatal', 'INTERNAL', `checkpoint failed unexpectedly: ${describe(err)}`, err);
+    } finally {
+      guard.dispose();
+    }
+  }
+
+  private async dumpFailure(
+    exit: CriuExit,
+    relayError: unknown,
+    guard: CallGuard,
+    logPath: string,
+    fail: (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown) => Promise<EngineFailure>,
+  ): Promise<EngineFailure> {
+    if (exit.killedFor === 'deadline' || guard.reason === 'deadline') return fail('fatal', 'DEADLINE_EXCEEDED', 'criu dump killed: the deadline passed');
+    if (exit.killedFor === 'abort' && relayError === undefined) return fail('fatal', 'ABORTED', 'criu dump killed: aborted by the caller');
+    if (exit.spawnError) return fail('fatal', 'ENGINE_UNAVAILABLE', `cannot run criu: ${exit.spawnError.message}`, exit.spawnError);
+    if (relayError instanceof ImageStreamError) {
+      return fail(relayError.status, relayError.code, `image stream failed during the dump: ${relayError.message}`, relayError);
+    }
+    const f = classifyCriuFailure('dump', await readText(logPath), exit.stderr, exit.code);
+    return fail(f.status, f.code, describeCriuFailure('dump', f, logPath), { exitCode: exit.code, signal: exit.signal, errors: f.errors });
+  }
+
+  async receive(req: ReceiveRequest): Promise<EngineResult<ReceivedImage>> {
+    const started = Date.now();
+    const pre = this.precheck(req, 'receive', started);
+    if (pre) {
+      req.connection.destroy();
+      return pre;
+    }
+    const criu = await this.criuOrFailure(started);
+    if ('status' in criu) {
+      req.connection.destroy();
+      return criu;
+    }
+    if (!(await isEmptyOrAbsent(req.directory))) {
+      req.connection.destroy();
+      return engineFailure('fatal', 'INVALID_REQUEST', `image directory ${req.directory} is not empty; every migration needs its own`, started);
+    }
+    await mkdir(req.directory, { recursive: true });
+    const logPath = join(req.directory, 'page-server.log');
+    const guard = new CallGuard(req.deadline, req.signal);
+    const receiver = new ImageStreamReceiver(req.connection, (bytes) => {
+      try {
+        req.onProgress?.({ phase: 'receive', bytes });
+      } catch {
+        // ignore listener errors
+      }
+    });
+    let pageServer: ReturnType<typeof startCriu> | undefined;
+    const failWith = (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): EngineFailure => {
+      receiver.abort({ code, status, message });
+      pageServer?.kill('abort');
+      const extra: Partial<EngineFailure> = { logPath };
+      if (cause !== undefined) extra.cause = cause;
+      return engineFailure(status, code, message, started, extra);
+    };
+    try {
+      const hello = await guard.race(receiver.readHello(req.migrationId));
+      pageServer = startCriu(
+        criu.path,
+        buildPageServerArgs({ imagesDir: req.directory, logFile: 'page-server.log', logLevel: this.logLevel, on: { psSocketFd: 3 } }),
+        { pageSocket: true, deadline: req.deadline, signal: guard.signal },
+      );
+      const done = await guard.race(receiver.receive(req.directory, pageServer.pageSocket));
+      const psExit = await guard.race(pageServer.done);
+      if (psExit.code !== 0) {
+        const f = classifyCriuFailure('page-server', await readText(logPath), psExit.stderr, psExit.code);
+        return failWith('retryable', f.code === 'CHECKPOINT_FAILED' ? 'TRANSPORT_FAILED' : f.code, describeCriuFailure('page-server', f, logPath));
+      }
+      if (!(await this.looksLikeImage(req.directory))) {
+        return failWith('fatal', 'IMAGE_INVALID', `the stream for ${hello.migrationId} ended without a complete CRIU image (no inventory.img / pstree.img)`);
+      }
+      await guard.race(receiver.ack({ files: done.files.length, bytes: receiver.bytesReceived }));
+      const commit = await guard.race(receiver.awaitCommit());
+      receiver.close();
+      return engineOk(
+        {
+          directory: req.directory,
+          migrationId: hello.migrationId,
+          imageBytes: receiver.bytesReceived,
+          files: (await listFiles(req.directory)).length,
+          sourceStopped: commit.sourceStopped,
+        },
+        started,
+      );
+    } catch (err) {
+      if (err instanceof Aborted) {
+        const f = abortedFailure(err.reason, 'image reception', started, { logPath });
+        receiver.abort({ code: f.code, status: f.status, message: f.message });
+        pageServer?.kill('abort');
+        return f;
+      }
+      if (err instanceof ImageStreamError) {
+        return failWith(err.status, err.code, `image reception failed: ${err.message}`, err);
+      }
+      return failWith('retryable', 'TRANSPORT_FAILED', `image reception failed: ${describe(err)}`, err);
+    } finally {
+      guard.dispose();
+      if (pageServer && pageServer.child.exitCode === null) pageServer.kill('abort');
+    }
+  }
+
+  private async looksLikeImage(dir: string): Promise<boolean> {
+    try {
+      await stat(join(dir, 'inventory.img'));
+      await stat(join(dir, 'pstree.img'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Reads the manifest the checkpoint wrote, if any. */
+  async readManifest(dir: string): Promise<CriuImageManifest | undefined> {
+    try {
+      const m = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as CriuImageManifest;
+      return m.engine === 'criu' && m.format === 1 ? m : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async restore(req: RestoreRequest): Promise<EngineResult<RestoreResult>> {
+    const started = Date.now();
+    const pre = this.precheck(req, 'restore', started);
+    if (pre) return pre;
+    const criu = await this.criuOrFailure(started);
+    if ('status' in criu) return criu;
+    const dir = req.source.path;
+    if (!(await this.looksLikeImage(dir))) {
+      return engineFailure('fatal', 'IMAGE_INVALID', `${dir} holds no complete CRIU image (inventory.img and pstree.img are required)`, started);
+    }
+    const manifest = await this.readManifest(dir);
+    const options = manifest?.options ?? this.taskOptions(this.opts.shellJob === true);
+    const bytes = manifest?.estimate?.imageBytes ?? manifest?.pageBytes ?? 0;
+    const needMs = this.expectedRestoreMs(bytes);
+    if (needMs > req.deadline - Date.now()) {
+      return engineFailure('fatal', 'DEADLINE_TOO_CLOSE', `restore refused: ~${Math.round(bytes / 1048576)} MiB needs ~${Math.round(needMs)} ms, ${req.deadline - Date.now()} ms left`, started);
+    }
+    const progress = (e: ProgressEvent): void => {
+      try {
+        req.onProgress?.(e);
+      } catch {
+        // ignore listener errors
+      }
+    };
+
+    // The tree gets its old pids back: they must be free here. A zombie about to be reaped gets a moment.
+    if (manifest && manifest.pids.some((p) => pidExists(p))) {
+      await waitGone(manifest.pids, Math.min(this.releaseTimeoutMs, Math.max(0, req.deadline - Date.now() - needMs)));
+      const busy = manifest.pids.filter((p) => pidExists(p));
+      if (busy.length) {
+        return engineFailure('retryable', 'RESTORE_CONFLICT', `pid ${busy.join(', ')} of the image is in use on this node; restore elsewhere or once it is free`, started);
+      }
+    }
+
+    const guard = new CallGuard(req.deadline, req.signal);
+    const phases: Record<string, number> = {};
+    const logName = await freeLogName(dir, 'restore');
+    const logPath = join(dir, logName);
+    const pidFile = join(dir, logName.replace(/\.log$/, '.pid'));
+    const task: TaskRef = manifest?.taskId !== undefined ? { kind: 'process', pid: 0, id: manifest.taskId } : { kind: 'process', pid: 0 };
+    const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids: [] };
+    try {
+      const hooks = this.hooks;
+      if (hooks.length) {
+        const t = Date.now();
+        const r = await this.runHooks('beforeRestore', hooks, { ...hookCtx, directory: dir });
+        phases.hooks = Date.now() - t;
+        if (r.error) return engineFailure('retryable', 'HOOK_FAILED', `hook ${r.error.hook} failed before the restore: ${describe(r.error.err)}`, started, { cause: r.error.err });
+      }
+      await rm(pidFile, { force: true });
+      const args = buildRestoreArgs({
+        ...options,
+        imagesDir: dir,
+        logFile: logName,
+        logLevel: this.logLevel,
+        pidFile,
+        ...(this.opts.extraRestoreArgs ? { extraArgs: this.opts.extraRestoreArgs } : {}),
+      });
+      const t = Date.now();
+      progress({ phase: 'restore', bytes: 0, estimatedBytes: bytes });
+      const exit = await startCriu(criu.path, args, { deadline: req.deadline, signal: guard.signal }).done;
+      phases.restore = Date.now() - t;
+      if (exit.code !== 0) return await this.criuFailure('restore', exit, guard, logPath, started);
+
+      const pid = Number((await readText(pidFile)).trim());
+      if (!Number.isInteger(pid) || pid <= 0) {
+        return engineFailure('retryable', 'RESTORE_FAILED', `criu restore succeeded but wrote no pid to ${pidFile}`, started, { logPath });
+      }
+      const tv = Date.now();
+      progress({ phase: 'verify', bytes, estimatedBytes: bytes });
+      const state = await taskState(pid);
+      phases.verify = Date.now() - tv;
+      if (state !== 'running') {
+        return engineFailure('retryable', 'RESTORE_FAILED', `the restored task ${pid} is ${state} right after the restore (see the task's own output and ${logPath})`, started, { logPath, taskState: state });
+      }
+      const stats = parseRestoreStats(await readFile(join(dir, 'stats-restore')).catch(() => Buffer.alloc(0)));
+      if (stats) {
+        phases.criuForking = Math.round(stats.forkingTimeUs / 1000);
+        phases.criuRestore = Math.round(stats.restoreTimeUs / 1000);
+      }
+      const restored: TaskRef = manifest?.taskId !== undefined ? { kind: 'process', pid, id: manifest.taskId } : { kind: 'process', pid };
+      if (hooks.length) {
+        const th = Date.now();
+        const ctx: HookContext = { ...hookCtx, task: restored, pids: await processTree(pid) };
+        for (const h of [...hooks].reverse()) {
+          try {
+            await h.afterRestore?.(ctx);
+          } catch (err) {
+            return engineFailure('retryable', 'HOOK_FAILED', `task restored as ${pid}, but hook ${h.name} failed after the restore: ${describe(err)}`, started, { logPath, cause: err, taskState: await taskState(pid) });
+          }
+        }
+        phases.hooksAfter = Date.now() - th;
+      }
+      return engineOk({ task: restored, phases, logPath }, started);
+    } catch (err) {
+      if (err instanceof Aborted) return abortedFailure(err.reason, 'restore', started, { logPath });
+      return engineFailure('fatal', 'INTERNAL', `restore failed unexpectedly: ${describe(err)}`, started, { logPath, cause: err });
+    } finally {
+      guard.dispose();
+    }
+  }
+
+  private async criuFailure(action: CriuAction, exit: CriuExit, guard: CallGuard, logPath: string, started: number): Promise<EngineFailure> {
+    if (exit.killedFor || guard.reason) return abortedFailure(exit.killedFor ?? guard.reason ?? 'abort', `criu ${action}`, started, { logPath });
+    if (exit.spawnError) return engineFailure('fatal', 'ENGINE_UNAVAILABLE', `cannot run criu: ${exit.spawnError.message}`, started, { cause: exit.spawnError });
+    const f = classifyCriuFailure(action, await readText(logPath), exit.stderr, exit.code);
+    return engineFailure(f.status, f.code, describeCriuFailure(action, f, logPath), started, { logPath, cause: { exitCode: exit.code, signal: exit.signal, errors: f.errors } });
+  }
+}

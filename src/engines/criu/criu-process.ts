@@ -1,0 +1,90 @@
+/**
+ * Running one `criu` command: in its own session (so signals aimed at the agent's process group never reach a
+ * CRIU that is in the middle of a dump), with optional extra socketpair fds (fd 3: the page-server socket),
+ * killed when the deadline passes or the caller aborts, with a bounded tail of its stdout and stderr.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import type { Duplex } from 'node:stream';
+
+const OUTPUT_TAIL_BYTES = 64 * 1024;
+
+export interface CriuExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+  /** Why spotwatch killed it, if it did. */
+  killedFor?: 'deadline' | 'abort';
+  /** The process could not be started at all. */
+  spawnError?: Error;
+}
+
+export interface CriuRun {
+  child: ChildProcess;
+  /** CRIU's end of the socketpair at fd 3, when `pageSocket` was asked for. */
+  pageSocket?: Duplex;
+  done: Promise<CriuExit>;
+  kill(reason: 'deadline' | 'abort'): void;
+}
+
+export interface StartCriuOptions {
+  /** Give the child a socketpair at fd 3 (for `--ps-socket 3`). */
+  pageSocket?: boolean;
+  deadline: number;
+  signal?: AbortSignal;
+  cwd?: string;
+}
+
+function tail(s: string): string {
+  return s.length > OUTPUT_TAIL_BYTES ? s.slice(-OUTPUT_TAIL_BYTES) : s;
+}
+
+export function startCriu(binary: string, args: readonly string[], opts: StartCriuOptions): CriuRun {
+  const started = Date.now();
+  const stdio: ('ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe'];
+  if (opts.pageSocket) stdio.push('pipe');
+  const child = spawn(binary, args, { stdio, detached: true, cwd: opts.cwd });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout = tail(stdout + d)));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr = tail(stderr + d)));
+  let killedFor: CriuExit['killedFor'];
+  const kill = (reason: 'deadline' | 'abort'): void => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    killedFor ??= reason;
+    child.kill('SIGKILL');
+  };
+  const timer = setTimeout(() => kill('deadline'), Math.max(0, opts.deadline - Date.now()));
+  const onAbort = (): void => kill('abort');
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) kill('abort');
+  // 'close' would also wait for fd 3, which the relay may hold paused; wait for exit and for stdout/stderr only.
+  const drained = (stream: NodeJS.ReadableStream | null): Promise<void> =>
+    stream ? new Promise((r) => stream.once('close', () => r())) : Promise.resolve();
+  const outputs = Promise.all([drained(child.stdout), drained(child.stderr)]);
+  const done = new Promise<CriuExit>((resolve) => {
+    let spawnError: Error | undefined;
+    const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      const settle = (): void => {
+        const exit: CriuExit = { code, signal, stdout, stderr, durationMs: Date.now() - started };
+        if (killedFor) exit.killedFor = killedFor;
+        if (spawnError) exit.spawnError = spawnError;
+        resolve(exit);
+      };
+      Promise.race([outputs, new Promise((r) => setTimeout(r, 500))]).then(settle, settle);
+    };
+    child.once('error', (err) => {
+      spawnError = err;
+      if (child.pid === undefined) finish(null, null);
+    });
+    child.once('exit', finish);
+  });
+  const run: CriuRun = { child, done, kill };
+  const sock = child.stdio[3];
+  if (opts.pageSocket && sock) run.pageSocket = sock as Duplex;
+  return run;
+}

@@ -1,0 +1,622 @@
+/**
+ * The CRIU engine's image stream: how a checkpoint flows from the source to the target while it is written.
+ *
+ * ## Why this shape
+ *
+ * CRIU can send memory pages — all but a few hundred KiB of an image — to a *page server* while it dumps
+ * (`criu dump --page-server`), and the receiving `criu page-server` writes them as image files on the target.
+ * Both ends accept an already connected socket (`--ps-socket FD`) instead of opening their own TCP connection.
+ * We hand each `criu` one end of a unix socketpair (Node's `stdio: 'pipe'` is a socketpair) and the agents relay
+ * the bytes over ONE connection between them, framed, together with the small non-page image files that the
+ * dump leaves in a local directory:
+ *
+ * ```
+ *  source                                                target
+ *  criu dump --page-server --ps-socket 3                 criu page-server --ps-socket 3 -D dir
+ *     ⇅ socketpair                                          ⇅ socketpair
+ *  agent ⇄ [HELLO PAGES… PAGES_END FILE… DONE]  ⇄ connection ⇄ agent → dir/{pages,pagemap}-*.img
+ *        ⇠ [PAGES (page-server replies) ACK]                  → dir/{core,mm,files,…}.img, dump.log
+ *        ⇢ [COMMIT]  (only after the source stopped the task for good)
+ * ```
+ *
+ * Relaying through the agents rather than letting the two `criu`s talk TCP directly costs a copy on each side
+ * but buys what raw page-server TCP lacks: the connection is whatever the agents open — authenticated with the
+ * cluster token, TLS when configured (a `tls.TLSSocket` is just another `Duplex` here) — CRIU never listens on
+ * a port, the image files travel on the same connection, and either side learns of the other's failure at once.
+ * No full copy of the image lands on the source's disk: only CRIU's small metadata images and its log do.
+ *
+ * ## Wire format
+ *
+ * Frames: 1 byte type, 4 bytes big-endian payload length, payload (≤ {@link MAX_FRAME_BYTES}). JSON payloads for
+ * control frames; raw bytes for `PAGES` (the page-server protocol, in both directions) and `FILE_DATA`.
+ *
+ * The protocol is a two-phase hand-over: the target ACKs once the whole image is on its disk; the source then
+ * stops the task for good (or keeps it, for a snapshot) and sends COMMIT. A target restores only after COMMIT,
+ * so a task never runs in two places, and a source whose transfer failed before the ACK resumes its task.
+ */
+import { once } from 'node:events';
+import { createReadStream } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import type { EngineErrorCode, EngineFailure } from '../checkpoint-engine.js';
+
+export const IMAGE_STREAM_PROTOCOL = 'spotwatch-criu-image/1';
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+const HEADER_BYTES = 5;
+const FILE_CHUNK_BYTES = 256 * 1024;
+
+export const FRAME = {
+  HELLO: 1,
+  PAGES: 2,
+  PAGES_END: 3,
+  FILE_BEGIN: 4,
+  FILE_DATA: 5,
+  FILE_END: 6,
+  DONE: 7,
+  ACK: 8,
+  COMMIT: 9,
+  ERROR: 10,
+} as const;
+
+const FRAME_NAMES = Object.fromEntries(Object.entries(FRAME).map(([k, v]) => [v, k])) as Record<number, string>;
+
+export interface Frame {
+  type: number;
+  payload: Buffer;
+}
+
+export interface StreamHello {
+  protocol: string;
+  migrationId: string;
+  engine: 'criu';
+  criuVersion?: string;
+  estimatedBytes?: number;
+}
+
+export interface StreamFile {
+  name: string;
+  size: number;
+}
+
+export interface StreamDone {
+  files: StreamFile[];
+  pageBytes: number;
+}
+
+export interface StreamAck {
+  files: number;
+  bytes: number;
+}
+
+export interface StreamCommit {
+  /** The task is stopped on the source for good: the image is now the task. False for a snapshot. */
+  sourceStopped: boolean;
+}
+
+export interface StreamErrorPayload {
+  code: EngineErrorCode;
+  status: EngineFailure['status'];
+  message: string;
+}
+
+/** A failure of the stream: broken connection, protocol violation, or an error the peer reported. */
+export class ImageStreamError extends Error {
+  readonly code: EngineErrorCode;
+  readonly status: EngineFailure['status'];
+  /** The peer sent this error (its own failure), rather than the stream breaking. */
+  readonly fromPeer: boolean;
+
+  constructor(p: StreamErrorPayload, fromPeer: boolean, options?: { cause?: unknown }) {
+    super(p.message, options);
+    this.name = 'ImageStreamError';
+    this.code = p.code;
+    this.status = p.status;
+    this.fromPeer = fromPeer;
+  }
+}
+
+function transportError(message: string, cause?: unknown): ImageStreamError {
+  return new ImageStreamError({ code: 'TRANSPORT_FAILED', status: 'retryable', message }, false, { cause });
+}
+
+function protocolError(message: string): ImageStreamError {
+  return new ImageStreamError({ code: 'TRANSPORT_FAILED', status: 'retryable', message: `image stream protocol error: ${message}` }, false);
+}
+
+/** Image file names the receiver accepts: plain names, no paths. */
+export function isSafeImageFileName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/.test(name) && name !== '.' && name !== '..';
+}
+
+export function encodeFrameHeader(type: number, length: number): Buffer {
+  if (length > MAX_FRAME_BYTES) throw new RangeError(`frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  const h = Buffer.allocUnsafe(HEADER_BYTES);
+  h.writeUInt8(type, 0);
+  h.writeUInt32BE(length, 1);
+  return h;
+}
+
+/** Splits a byte stream into frames; keeps at most one partial frame buffered. */
+export class FrameDecoder {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): Frame[] {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.buf.length < HEADER_BYTES) break;
+      const type = this.buf.readUInt8(0);
+      const len = this.buf.readUInt32BE(1);
+      if (len > MAX_FRAME_BYTES) throw protocolError(`frame of ${len} bytes exceeds ${MAX_FRAME_BYTES}`);
+      if (!(type in FRAME_NAMES)) throw protocolError(`unknown frame type ${type}`);
+      if (this.buf.length < HEADER_BYTES + len) break;
+      frames.push({ type, payload: this.buf.subarray(HEADER_BYTES, HEADER_BYTES + len) });
+      this.buf = this.buf.subarray(HEADER_BYTES + len);
+    }
+    return frames;
+  }
+
+  /** Bytes of an incomplete frame still buffered. */
+  get pending(): number {
+    return this.buf.length;
+  }
+}
+
+/** Frames of a readable stream, in order; throws on a truncated frame or a broken stream. */
+export async function* readFrames(input: Readable): AsyncGenerator<Frame, void, void> {
+  const decoder = new FrameDecoder();
+  try {
+    for await (const chunk of input) {
+      for (const f of decoder.push(chunk as Buffer)) yield f;
+    }
+  } catch (err) {
+    if (err instanceof ImageStreamError) throw err;
+    throw transportError(`image stream broke: ${(err as Error).message}`, err);
+  }
+  if (decoder.pending > 0) throw transportError('image stream ended inside a frame');
+}
+
+/** Resolves when `w` may take more data; rejects if it closes or errors first. */
+export function waitDrain(w: Writable): Promise<void> {
+  if (!w.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      w.off('drain', onDrain);
+      w.off('close', onClose);
+      w.off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(transportError('connection closed while writing'));
+    const onError = (e: Error): void => done(transportError(`connection failed while writing: ${e.message}`, e));
+    w.on('drain', onDrain);
+    w.on('close', onClose);
+    w.on('error', onError);
+  });
+}
+
+/** Writes frames; header and payload go out in one writev. */
+export class FrameWriter {
+  constructor(private readonly out: Writable) {}
+
+  /** Returns false when the caller should wait for {@link drain} before writing more. */
+  send(type: number, payload?: Buffer): boolean {
+    if (this.out.destroyed || this.out.writableEnded) throw transportError('connection already closed');
+    const len = payload?.length ?? 0;
+    this.out.cork();
+    let ok = this.out.write(encodeFrameHeader(type, len));
+    if (payload && len > 0) ok = this.out.write(payload);
+    this.out.uncork();
+    return ok;
+  }
+
+  json(type: number, value: unknown): boolean {
+    return this.send(type, Buffer.from(JSON.stringify(value)));
+  }
+
+  drain(): Promise<void> {
+    return waitDrain(this.out);
+  }
+}
+
+function parseJson<T>(f: Frame): T {
+  try {
+    return JSON.parse(f.payload.toString('utf8')) as T;
+  } catch {
+    throw protocolError(`${FRAME_NAMES[f.type]} payload is not JSON`);
+  }
+}
+
+function peerError(f: Frame): ImageStreamError {
+  const p = parseJson<Partial<StreamErrorPayload>>(f);
+  return new ImageStreamError(
+    {
+      code: typeof p.code === 'string' ? p.code : 'TRANSPORT_FAILED',
+      status: p.status === 'fatal' ? 'fatal' : 'retryable',
+      message: `peer reported: ${typeof p.message === 'string' ? p.message : 'an unspecified error'}`,
+    },
+    true,
+  );
+}
+
+/** Relays `from` into PAGES frames on `w`, with backpressure both ways; resolves with the bytes relayed at EOF. */
+function relayIntoFrames(from: Readable, w: FrameWriter, onBytes: (n: number) => void): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let bytes = 0;
+    const onData = (chunk: Buffer): void => {
+      bytes += chunk.length;
+      onBytes(chunk.length);
+      let ok: boolean;
+      try {
+        ok = w.send(FRAME.PAGES, chunk);
+      } catch (err) {
+        cleanup();
+        reject(err);
+        return;
+      }
+      if (!ok) {
+        from.pause();
+        w.drain().then(
+          () => from.resume(),
+          (err: unknown) => {
+            cleanup();
+            reject(err);
+          },
+        );
+      }
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve(bytes);
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(transportError(`page socket failed: ${err.message}`, err));
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(transportError('page socket closed before its end'));
+    };
+    const cleanup = (): void => {
+      from.off('data', onData);
+      from.off('end', onEnd);
+      from.off('error', onError);
+      from.off('close', onClose);
+    };
+    from.on('data', onData);
+    from.on('end', onEnd);
+    from.on('error', onError);
+    from.on('close', onClose);
+  });
+}
+
+/**
+ * Source side of one image stream. Construct it on a freshly opened connection; it reads the peer's frames in
+ * the background (page-server replies, ACK, errors) and exposes the send steps in protocol order.
+ */
+export class ImageStreamSender {
+  private readonly w: FrameWriter;
+  private pagesOut: Writable | undefined;
+  private ack: { resolve: (a: StreamAck) => void; reject: (e: Error) => void } | undefined;
+  private ackValue: StreamAck | undefined;
+  private failure: ImageStreamError | undefined;
+  private committed = false;
+  /** Bytes sent so far (pages and files). */
+  bytesSent = 0;
+
+  constructor(
+    private readonly conn: Duplex,
+    private readonly onBytes: (total: number) => void = () => undefined,
+  ) {
+    this.w = new FrameWriter(conn);
+    conn.on('error', () => undefined); // surfaced through the reader below
+    this.reading = this.readLoop();
+  }
+
+  private readonly reading: Promise<void>;
+
+  /**
+   * A local write failed (typically: the connection is closed). If the receiver said why — an ERROR frame still
+   * being read — that is the better explanation; give the reader a moment to get to it.
+   */
+  private async explain(err: unknown): Promise<unknown> {
+    if (!this.failure) await Promise.race([this.reading, new Promise((r) => setTimeout(r, 1000).unref())]);
+    return this.failure ?? err;
+  }
+
+  private count(n: number): void {
+    this.bytesSent += n;
+    this.onBytes(this.bytesSent);
+  }
+
+  private fail(err: ImageStreamError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.ack?.reject(err);
+    this.pagesOut?.destroy();
+  }
+
+  private async readLoop(): Promise<void> {
+    try {
+      for await (const f of readFrames(this.conn)) {
+        if (f.type === FRAME.PAGES) {
+          const out = this.pagesOut;
+          if (!out || out.destroyed) continue; // replies after the dump closed its side are of no use
+          if (!out.write(f.payload)) await waitDrain(out).catch(() => undefined);
+        } else if (f.type === FRAME.ACK) {
+          this.ackValue = parseJson<StreamAck>(f);
+          this.ack?.resolve(this.ackValue);
+        } else if (f.type === FRAME.ERROR) {
+          throw peerError(f);
+        } else {
+          throw protocolError(`unexpected ${FRAME_NAMES[f.type]} from the receiver`);
+        }
+      }
+      if (!this.committed) this.fail(transportError('the receiver closed the connection'));
+    } catch (err) {
+      this.fail(err instanceof ImageStreamError ? err : transportError((err as Error).message, err));
+    }
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  hello(h: Omit<StreamHello, 'protocol'>): void {
+    this.check();
+    this.w.json(FRAME.HELLO, { protocol: IMAGE_STREAM_PROTOCOL, ...h });
+  }
+
+  /**
+   * Relays the page-server conversation between `pageSocket` (CRIU's end of the socketpair) and the peer until
+   * CRIU closes it, then sends PAGES_END. Resolves with the page bytes sent.
+   */
+  async relayPages(pageSocket: Duplex): Promise<number> {
+    this.check();
+    this.pagesOut = pageSocket;
+    pageSocket.on('error', () => undefined);
+    let bytes: number;
+    try {
+      bytes = await relayIntoFrames(pageSocket, this.w, (n) => this.count(n));
+    } catch (err) {
+      throw await this.explain(err);
+    }
+    this.check();
+    this.w.json(FRAME.PAGES_END, { bytes });
+    return bytes;
+  }
+
+  /** Sends one file of the local image directory. */
+  async sendFile(dir: string, name: string): Promise<StreamFile> {
+    try {
+      return await this.sendFileUnchecked(dir, name);
+    } catch (err) {
+      throw await this.explain(err);
+    }
+  }
+
+  private async sendFileUnchecked(dir: string, name: string): Promise<StreamFile> {
+    this.check();
+    if (!isSafeImageFileName(name)) throw new RangeError(`not a plain image file name: ${name}`);
+    const path = join(dir, name);
+    const size = (await stat(path)).size;
+    this.w.json(FRAME.FILE_BEGIN, { name, size });
+    let sent = 0;
+    for await (const chunk of createReadStream(path, { highWaterMark: FILE_CHUNK_BYTES })) {
+      this.check();
+      const b = chunk as Buffer;
+      sent += b.length;
+      this.count(b.length);
+      if (!this.w.send(FRAME.FILE_DATA, b)) await this.w.drain();
+    }
+    if (sent !== size) throw new Error(`${name} changed size while being sent (${size} → ${sent} bytes)`);
+    this.w.json(FRAME.FILE_END, { name, size });
+    return { name, size };
+  }
+
+  /** Sends DONE and waits for the receiver's ACK: the whole image is on the target's disk. */
+  async finish(done: StreamDone): Promise<StreamAck> {
+    this.check();
+    const acked = new Promise<StreamAck>((resolve, reject) => {
+      if (this.ackValue) resolve(this.ackValue);
+      else this.ack = { resolve, reject };
+    });
+    try {
+      this.w.json(FRAME.DONE, done);
+      await this.w.drain();
+    } catch (err) {
+      acked.catch(() => undefined);
+      throw await this.explain(err);
+    }
+    return acked;
+  }
+
+  /** Sends COMMIT and closes the connection once it is flushed. */
+  async commit(c: StreamCommit): Promise<void> {
+    this.check();
+    this.committed = true;
+    this.w.json(FRAME.COMMIT, c);
+    this.conn.end();
+    await Promise.race([once(this.conn, 'finish'), once(this.conn, 'close')]).catch(() => undefined);
+  }
+
+  /** Tells the receiver why the stream stops, then closes. Never throws. */
+  abort(p: StreamErrorPayload): void {
+    this.committed = true;
+    try {
+      if (!this.conn.destroyed && !this.conn.writableEnded) {
+        this.w.json(FRAME.ERROR, p);
+        this.conn.end();
+      }
+    } catch {
+      // the connection is already gone
+    }
+    setTimeout(() => this.conn.destroy(), 1000).unref();
+  }
+
+  /** Closes the connection at once (deadline, abort). */
+  destroy(): void {
+    this.committed = true;
+    this.conn.destroy();
+  }
+}
+
+/** Target side of one image stream: reads frames in order and writes the image into a directory. */
+export class ImageStreamReceiver {
+  private readonly w: FrameWriter;
+  private readonly frames: AsyncGenerator<Frame, void, void>;
+  /** Image bytes received so far (pages and files). */
+  bytesReceived = 0;
+
+  constructor(
+    private readonly conn: Duplex,
+    private readonly onBytes: (total: number) => void = () => undefined,
+  ) {
+    this.w = new FrameWriter(conn);
+    conn.on('error', () => undefined); // surfaced through readFrames
+    this.frames = readFrames(conn);
+  }
+
+  private async next(what: string): Promise<Frame> {
+    const r = await this.frames.next();
+    if (r.done) throw transportError(`the source closed the connection while the target waited for ${what}`);
+    if (r.value.type === FRAME.ERROR) throw peerError(r.value);
+    return r.value;
+  }
+
+  private count(n: number): void {
+    this.bytesReceived += n;
+    this.onBytes(this.bytesReceived);
+  }
+
+  async readHello(expectedMigrationId?: string): Promise<StreamHello> {
+    const f = await this.next('HELLO');
+    if (f.type !== FRAME.HELLO) throw protocolError(`expected HELLO, got ${FRAME_NAMES[f.type]}`);
+    const h = parseJson<StreamHello>(f);
+    if (h.protocol !== IMAGE_STREAM_PROTOCOL) {
+      throw new ImageStreamError({ code: 'IMAGE_INVALID', status: 'fatal', message: `unsupported image stream protocol ${String(h.protocol)} (want ${IMAGE_STREAM_PROTOCOL})` }, false);
+    }
+    if (typeof h.migrationId !== 'string' || (expectedMigrationId !== undefined && h.migrationId !== expectedMigrationId)) {
+      throw new ImageStreamError({ code: 'INVALID_REQUEST', status: 'fatal', message: `image stream is for migration ${String(h.migrationId)}, expected ${expectedMigrationId}` }, false);
+    }
+    return h;
+  }
+
+  /**
+   * Receives everything up to DONE: page-server bytes go to `pageSocket` (the local page server's end of a
+   * socketpair, whose replies go back to the source), files go into `dir`. Resolves with DONE's content once
+   * every announced file is complete.
+   */
+  async receive(dir: string, pageSocket: Duplex | undefined): Promise<StreamDone & { pageBytesReceived: number }> {
+    let pageBytes = 0;
+    let pagesEnded = false;
+    let relayFailure: Error | undefined;
+    let relay: Promise<number> | undefined;
+    if (pageSocket) {
+      pageSocket.on('error', () => undefined);
+      relay = relayIntoFrames(pageSocket, this.w, () => undefined).catch((err: Error) => {
+        relayFailure = err;
+        return 0;
+      });
+    }
+    const written = new Map<string, number>();
+    let current: { name: string; size: number; fh: FileHandle; bytes: number } | undefined;
+    try {
+      for (;;) {
+        if (relayFailure) throw relayFailure;
+        const f = await this.next('the image');
+        switch (f.type) {
+          case FRAME.PAGES:
+            if (!pageSocket || pagesEnded) throw protocolError('PAGES without a page server');
+            pageBytes += f.payload.length;
+            this.count(f.payload.length);
+            if (!pageSocket.destroyed && !pageSocket.write(f.payload)) await waitDrain(pageSocket);
+            break;
+          case FRAME.PAGES_END: {
+            pagesEnded = true;
+            const { bytes } = parseJson<{ bytes: number }>(f);
+            if (bytes !== pageBytes) throw protocolError(`source sent ${bytes} page bytes, ${pageBytes} arrived`);
+            break;
+          }
+          case FRAME.FILE_BEGIN: {
+            if (current) throw protocolError('FILE_BEGIN inside a file');
+            const { name, size } = parseJson<StreamFile>(f);
+            if (!isSafeImageFileName(name)) throw protocolError(`unsafe image file name ${JSON.stringify(name)}`);
+            if (written.has(name)) throw protocolError(`${name} sent twice`);
+            current = { name, size, fh: await open(join(dir, name), 'wx', 0o600), bytes: 0 };
+            break;
+          }
+          case FRAME.FILE_DATA:
+            if (!current) throw protocolError('FILE_DATA outside a file');
+            await current.fh.write(f.payload);
+            current.bytes += f.payload.length;
+            this.count(f.payload.length);
+            break;
+          case FRAME.FILE_END: {
+            if (!current) throw protocolError('FILE_END outside a file');
+            const c = current;
+            current = undefined;
+            await c.fh.close();
+            if (c.bytes !== c.size) throw protocolError(`${c.name}: ${c.bytes} bytes arrived, ${c.size} announced`);
+            written.set(c.name, c.size);
+            break;
+          }
+          case FRAME.DONE: {
+            if (current) throw protocolError('DONE inside a file');
+            const done = parseJson<StreamDone>(f);
+            for (const file of done.files) {
+              if (written.get(file.name) !== file.size) throw protocolError(`${file.name} announced in DONE was not received whole`);
+            }
+            if (pageSocket && !pagesEnded) throw protocolError('DONE before PAGES_END');
+            if (relay) await relay; // the page server has said its last word
+            if (relayFailure) throw relayFailure;
+            return { ...done, pageBytesReceived: pageBytes };
+          }
+          default:
+            throw protocolError(`unexpected ${FRAME_NAMES[f.type]} from the source`);
+        }
+      }
+    } finally {
+      if (current) await current.fh.close().catch(() => undefined);
+    }
+  }
+
+  /** Confirms the whole image is on disk. */
+  async ack(a: StreamAck): Promise<void> {
+    this.w.json(FRAME.ACK, a);
+    await this.w.drain();
+  }
+
+  /** Waits for the source's COMMIT. */
+  async awaitCommit(): Promise<StreamCommit> {
+    const f = await this.next('COMMIT');
+    if (f.type !== FRAME.COMMIT) throw protocolError(`expected COMMIT, got ${FRAME_NAMES[f.type]}`);
+    const c = parseJson<StreamCommit>(f);
+    return { sourceStopped: c.sourceStopped === true };
+  }
+
+  /** Tells the source why the target gives up, then closes. Never throws. */
+  abort(p: StreamErrorPayload): void {
+    try {
+      if (!this.conn.destroyed && !this.conn.writableEnded) {
+        this.w.json(FRAME.ERROR, p);
+        this.conn.end();
+      }
+    } catch {
+      // already gone
+    }
+    setTimeout(() => this.conn.destroy(), 1000).unref();
+  }
+
+  close(): void {
+    if (!this.conn.writableEnded) this.conn.end();
+    setTimeout(() => this.conn.destroy(), 1000).unref();
+  }
+
+  destroy(): void {
+    this.conn.destroy();
+  }
+}
