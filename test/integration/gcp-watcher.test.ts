@@ -249,6 +249,28 @@ describe('GCP watcher (hanging GETs)', () => {
     expect(r.watcher.health().alive).toBe(true);
   });
 
+  it('a failing notice handler does not stop the watcher: the notice is retried, in order, until accepted', async () => {
+    const emulator = await gcpProvider.startEmulator({ host: '127.0.0.1', port: 0 });
+    const watcher = new GcpWatcher({ endpoint: emulator.url, pollIntervalMs: 1000, requestTimeoutMs: 500, logger: silentLogger, metrics: new Metrics(), errorBackoffMs: 50 });
+    rig = { emulator, watcher, metrics: new Metrics(), notices: [], arrivals: [] };
+    const accepted: Notice[] = [];
+    let failures = 0;
+    watcher.start(async (notice) => {
+      if (failures < 2) {
+        failures++;
+        throw new Error('redis is down and the spool is full');
+      }
+      accepted.push(notice);
+    });
+    await parked(rig);
+    await control(emulator, 'preempt');
+    await control(emulator, 'maintenance', { value: 'TERMINATE_ON_HOST_MAINTENANCE' });
+    await waitFor('both notices accepted', 3000, () => (accepted.length === 2 ? true : undefined));
+    expect(failures).toBe(2);
+    expect(accepted.map((n) => n.kind)).toEqual(['interruption', 'maintenance']);
+    expect(watcher.health().alive).toBe(true);
+  });
+
   it('stop() ends the hanging requests at once', async () => {
     const r = await setup({ hangingTimeoutSec: 60 });
     await parked(r);
