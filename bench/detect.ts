@@ -94,7 +94,7 @@ async function measureAws(redisUrl: string, work: string, rounds: number, pollMs
   const queue = new Queue('notices', { connection: { url: redisUrl }, prefix });
   const events = new QueueEvents('notices', { connection: { url: redisUrl }, prefix });
   await events.waitUntilReady();
-  const agent = startAgent(['--provider', 'aws', '--metadata-endpoint', emulator.url, '--poll-interval', String(pollMs), '--http-port', '0', '--spool', join(work, 'aws.spool'), '--log-level', 'info'], {
+  const agent = startAgent(['--provider', 'aws', '--metadata-endpoint', emulator.url, '--poll-interval', String(pollMs), '--http-port', '0', '--spool', join(work, 'aws.spool'), '--log-level', 'info', '--migrate', 'false'], {
     REDIS_URL: redisUrl,
     SPOTWATCH_QUEUE_PREFIX: prefix,
   });
@@ -131,7 +131,7 @@ async function measureAws(redisUrl: string, work: string, rounds: number, pollMs
 /** CPU share (utime+stime over wall time) and resident memory of an agent polling every second. */
 async function measureIdle(redisUrl: string, work: string, seconds: number): Promise<{ cpuPct: number; rssMb: number }> {
   const emulator = await awsProvider.startEmulator({ host: '127.0.0.1', port: 0 });
-  const agent = startAgent(['--provider', 'aws', '--metadata-endpoint', emulator.url, '--poll-interval', '1000', '--http-port', '0', '--spool', join(work, 'idle.spool'), '--log-level', 'warn'], {
+  const agent = startAgent(['--provider', 'aws', '--metadata-endpoint', emulator.url, '--poll-interval', '1000', '--http-port', '0', '--spool', join(work, 'idle.spool'), '--log-level', 'warn', '--migrate', 'false'], {
     REDIS_URL: redisUrl,
     SPOTWATCH_QUEUE_PREFIX: 'benchidle',
   });

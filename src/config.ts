@@ -29,6 +29,19 @@ export const CONFIG_OPTIONS = {
   requestTimeoutMs: { flag: '--request-timeout', env: ['SPOTWATCH_REQUEST_TIMEOUT_MS'], default: '1000', description: 'Timeout of one metadata request in milliseconds (the Azure watcher allows its documented slow first call regardless).' },
   imdsV1: { flag: '--imds-v1', env: ['SPOTWATCH_IMDS_V1'], default: 'false', description: 'AWS: fall back to IMDSv1 (no token) when the token endpoint is unavailable.' },
   spoolPath: { flag: '--spool', env: ['SPOTWATCH_SPOOL'], default: '/var/lib/spotwatch/spool.jsonl', description: 'File where notices wait (fsync\'d) while Redis is unreachable.' },
+  migrate: { flag: '--migrate', env: ['SPOTWATCH_MIGRATE'], default: 'true', description: 'Run the migration side of the agent: registry heartbeat, planner, checkpoint/restore workers, image receiver.' },
+  clusterToken: { flag: '--cluster-token', env: ['SPOTWATCH_CLUSTER_TOKEN'], description: 'Shared secret (16+ characters) agents prove to each other before an image stream; required with --migrate.' },
+  peerHost: { flag: '--peer-host', env: ['SPOTWATCH_PEER_HOST'], default: '0.0.0.0', description: 'Address the image receiver listens on.' },
+  peerPort: { flag: '--peer-port', env: ['SPOTWATCH_PEER_PORT'], default: '7070', description: 'Port of the image receiver (0: any free port).' },
+  advertiseHost: { flag: '--advertise-host', env: ['SPOTWATCH_ADVERTISE_HOST', 'POD_IP'], description: "Address other agents use to reach this one; default: this node's first non-loopback IPv4 address." },
+  tlsCert: { flag: '--tls-cert', env: ['SPOTWATCH_TLS_CERT'], description: 'PEM certificate of this agent for image streams (with --tls-key and --tls-ca: TLS between agents).' },
+  tlsKey: { flag: '--tls-key', env: ['SPOTWATCH_TLS_KEY'], description: 'PEM private key for --tls-cert.' },
+  tlsCa: { flag: '--tls-ca', env: ['SPOTWATCH_TLS_CA'], description: 'PEM of the cluster CA that signs every agent certificate.' },
+  imageDir: { flag: '--image-dir', env: ['SPOTWATCH_IMAGE_DIR'], default: '/var/lib/spotwatch/images', description: 'Where received images and CRIU logs are kept (tmpfs is fastest).' },
+  storageDir: { flag: '--storage-dir', env: ['SPOTWATCH_STORAGE_DIR'], default: '/var/lib/spotwatch/checkpoints', description: 'Where the checkpoint-to-storage fallback writes images (mount durable storage here).' },
+  capacityPool: { flag: '--capacity-pool', env: ['SPOTWATCH_CAPACITY_POOL'], description: 'Capacity pool of this node (reclaimed together); default: instance type + zone.' },
+  migrateOn: { flag: '--migrate-on', env: ['SPOTWATCH_MIGRATE_ON'], default: '', description: 'Also migrate on: comma list of rebalance, maintenance-migrate, maintenance-freeze (interruptions and stopping maintenance always migrate).' },
+  heartbeatMs: { flag: '--heartbeat-interval', env: ['SPOTWATCH_HEARTBEAT_INTERVAL_MS'], default: '2000', description: 'Registry heartbeat interval in ms; a node is unhealthy after 3 missed heartbeats.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -69,10 +82,35 @@ export const configSchema = z.object({
   requestTimeoutMs: intString(50, 120_000),
   imdsV1: boolString,
   spoolPath: z.string().min(1),
+  migrate: boolString,
+  clusterToken: z.string().min(16, 'must be at least 16 characters (e.g. openssl rand -hex 32)').optional(),
+  peerHost: z.string().min(1),
+  peerPort: intString(0, 65535),
+  advertiseHost: z.string().min(1).optional(),
+  tlsCert: z.string().min(1).optional(),
+  tlsKey: z.string().min(1).optional(),
+  tlsCa: z.string().min(1).optional(),
+  imageDir: z.string().min(1),
+  storageDir: z.string().min(1),
+  capacityPool: z.string().min(1).optional(),
+  migrateOn: z
+    .string()
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(['rebalance', 'maintenance-migrate', 'maintenance-freeze']))),
+  heartbeatMs: intString(200, 60_000),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/** Rules that involve several options; reported together with the per-option problems. */
+function crossChecks(c: Config): { key: ConfigKey; message: string }[] {
+  const problems: { key: ConfigKey; message: string }[] = [];
+  if (c.migrate && !c.clusterToken) problems.push({ key: 'clusterToken', message: 'is required while --migrate is on (agents authenticate image streams with it); or pass --migrate false' });
+  const tls = [c.tlsCert, c.tlsKey, c.tlsCa].filter(Boolean).length;
+  if (tls > 0 && tls < 3) problems.push({ key: 'tlsCert', message: 'TLS between agents needs all three of --tls-cert, --tls-key and --tls-ca' });
+  return problems;
+}
 
 /** Where each effective value came from, for the start-up log line. */
 export type ConfigOrigin = 'option' | 'env' | 'default';
@@ -84,6 +122,8 @@ export type ConfigOrigin = 'option' | 'env' | 'default';
 export function loadConfig(
   options: Partial<Record<ConfigKey, string | undefined>>,
   env: NodeJS.ProcessEnv = process.env,
+  /** `agent`: also the rules only a running agent needs (cluster token with --migrate, complete TLS). */
+  rules: 'agent' | 'client' = 'client',
 ): { config: Config; origins: Record<ConfigKey, ConfigOrigin> } {
   const raw: Record<string, string | undefined> = {};
   const origins = {} as Record<ConfigKey, ConfigOrigin>;
@@ -107,8 +147,10 @@ export function loadConfig(
     }
   }
   const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => {
+  const cross = parsed.success && rules === 'agent' ? crossChecks(parsed.data) : [];
+  if (!parsed.success || cross.length > 0) {
+    const issues = parsed.success ? cross.map((c) => ({ path: [c.key], message: c.message })) : parsed.error.issues;
+    const problems = issues.map((issue) => {
       const key = String(issue.path[0]) as ConfigKey;
       const spec = CONFIG_OPTIONS[key];
       const where = spec ? `${spec.flag} (from ${from[key]})` : key;
@@ -116,12 +158,12 @@ export function loadConfig(
     });
     throw new SpotwatchError('CONFIG_INVALID', `invalid configuration — fix these and start again:\n  ${problems.join('\n  ')}`);
   }
-  return { config: parsed.data, origins };
+  return { config: parsed.data!, origins };
 }
 
 /** Logs the effective configuration once at start (secrets in URLs redacted). */
 export function logEffectiveConfig(logger: Logger, config: Config, origins: Record<ConfigKey, ConfigOrigin>): void {
-  const shown: Record<string, unknown> = { ...config, redisUrl: redactUrl(config.redisUrl) };
+  const shown: Record<string, unknown> = { ...config, redisUrl: redactUrl(config.redisUrl), clusterToken: config.clusterToken ? '***' : undefined };
   logger.info({ config: shown, origins }, 'effective configuration');
 }
 

@@ -10,6 +10,9 @@ import { NoticeDeliverer, type DeliveryOutcome } from '../queue/notice-deliverer
 import type { NoticeQueue } from '../queue/notice-queue.js';
 import { NoticeSpool } from '../queue/spool.js';
 import { startOpsServer, type OpsServer, type ReadinessCheck } from './http-server.js';
+import type { CheckpointEngine } from '../engines/checkpoint-engine.js';
+import { CriuEngine } from '../engines/criu/index.js';
+import { NodeRuntime } from '../migration/node-runtime.js';
 
 /** The whole shutdown must fit in this (Kubernetes' and systemd's grace periods are longer). */
 export const SHUTDOWN_BUDGET_MS = 5_000;
@@ -21,6 +24,8 @@ export interface AgentDeps {
   logger: Logger;
   /** Called after each notice is durably stored (or spooled); used by the demo to narrate. */
   onDelivered?: (notice: Notice, outcome: DeliveryOutcome, latencyMs: number) => void;
+  /** The checkpoint engine for migrations (default: CRIU). */
+  engine?: CheckpointEngine;
 }
 
 /**
@@ -38,6 +43,7 @@ export class Agent {
   private readonly startAbort = new AbortController();
   private ops: OpsServer | undefined;
   private identityValue: InstanceIdentity | undefined;
+  private runtime: NodeRuntime | undefined;
 
   constructor(private readonly deps: AgentDeps) {
     const { config } = deps;
@@ -64,6 +70,11 @@ export class Agent {
     return this.ops?.port;
   }
 
+  /** The migration side (registry, planner, workers, image receiver), when `--migrate` is on. */
+  get migration(): NodeRuntime | undefined {
+    return this.runtime;
+  }
+
   /** Serves /healthz at once, then reads the identity and starts watching. Resolves once the watcher runs. */
   async start(): Promise<void> {
     this.ops = await startOpsServer({
@@ -76,6 +87,17 @@ export class Agent {
     this.deliverer.start();
     this.identityValue = await this.watcher.identity(this.startAbort.signal);
     this.logger.info({ identity: this.identityValue }, 'node identity');
+    if (this.deps.config.migrate) {
+      this.runtime = new NodeRuntime({
+        config: this.deps.config,
+        nodeId: this.nodeId,
+        identity: this.identityValue,
+        engine: this.deps.engine ?? new CriuEngine(),
+        logger: this.logger,
+        metrics: this.metrics,
+      });
+      await this.runtime.start();
+    }
     this.watcher.start((notice) => this.handle(notice));
     this.logger.info({ endpoint: this.deps.endpoint, pollIntervalMs: this.deps.config.pollIntervalMs }, 'watching for interruption notices');
   }
@@ -85,6 +107,7 @@ export class Agent {
     this.startAbort.abort();
     const work = (async () => {
       await this.watcher.stop();
+      await this.runtime?.stop();
       await this.deliverer.close();
       await this.queue.close();
       await this.ops?.close();

@@ -36,7 +36,7 @@ export async function agentCommand(argv: string[], io: CliIo): Promise<number> {
     io.stdout.write(`usage: spotwatch agent [options]\n\nWatches this node's cloud metadata service and enqueues every interruption notice.\n\noptions (flag, then environment, then default):\n${configHelp()}\n`);
     return EXIT.ok;
   }
-  const { config, origins } = loadConfig(flagsToConfigInput(values), io.env);
+  const { config, origins } = loadConfig(flagsToConfigInput(values), io.env, 'agent');
   const logger = createLogger({ level: config.logLevel, name: 'spotwatch-agent' });
   logEffectiveConfig(logger, config, origins);
   const { provider, endpoint } = await resolveProvider(config.provider, config.metadataEndpoint, logger);

@@ -53,6 +53,7 @@ export async function demoCommand(argv: string[], io: CliIo): Promise<number> {
         pollIntervalMs: values['poll-interval'],
         spoolPath: join(work, 'spool.jsonl'),
         logLevel: values['log-level'],
+        migrate: 'false',
       },
       {},
     );

@@ -4,6 +4,10 @@ import { parseCommand } from './parse-command.js';
 import { simulateCommand } from './simulate-command.js';
 import { agentCommand } from './agent-command.js';
 import { demoCommand } from './demo-command.js';
+import { webhookCommand } from './webhook-command.js';
+import { drillCommand } from './drill-command.js';
+import { runCommand } from './run-command.js';
+import { statusCommand, tasksCommand } from './status-command.js';
 
 type Command = (argv: string[], io: CliIo) => Promise<number>;
 
@@ -11,7 +15,12 @@ const COMMANDS: Record<string, { run: Command; summary: string }> = {
   agent: { run: agentCommand, summary: 'watch this node for interruption notices and enqueue them' },
   parse: { run: parseCommand, summary: 'turn one metadata document or cloud event (stdin) into Notices (stdout)' },
   simulate: { run: simulateCommand, summary: 'serve a cloud metadata emulator, or drive a running one' },
+  run: { run: runCommand, summary: 'start a process under the local agent\'s care (or register one by --pid)' },
+  tasks: { run: tasksCommand, summary: 'list the tasks in the registry' },
+  status: { run: statusCommand, summary: 'nodes, tasks, migrations in flight and finished' },
   demo: { run: demoCommand, summary: 'local demo: Redis, an emulator and an agent; fires a spot interruption' },
+  webhook: { run: webhookCommand, summary: 'receive cloud event-bridge deliveries (EventBridge, SNS, Pub/Sub, Event Grid) and enqueue their notices' },
+  drill: { run: drillCommand, summary: 'trigger a real interruption test of one instance (dry run unless --yes), or drive an emulator' },
 };
 
 export function usage(): string {

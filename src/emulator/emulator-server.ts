@@ -95,6 +95,15 @@ export async function startEmulatorServer(options: EmulatorServerOptions): Promi
       return { fault: null };
     },
   };
+  // `reset` clears the provider's scheduled events (its own handler) and the faults (held here).
+  const providerReset = options.control.reset;
+  if (providerReset) {
+    control.reset = (body) => {
+      const answer = providerReset(body);
+      fault = undefined;
+      return answer;
+    };
+  }
 
   const server: Server = createServer((req, res) => {
     void handle(req, res).catch((err: unknown) => {

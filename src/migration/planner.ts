@@ -197,6 +197,7 @@ export class Planner {
 
   private async fallback(base: MigrationRecord, task: TaskRecord, code: string, reason: string): Promise<TaskPlan> {
     await this.o.registry.putMigration({ ...base, phase: 'fallback', fallback: task.fallback, reason: `${code}: ${reason}` });
+    await this.o.registry.updateTask(task.id, { lastMigrationId: base.id });
     this.o.logger.warn({ taskId: task.id, migrationId: base.id, fallback: task.fallback, reason }, 'task cannot be migrated in time; applying its fallback');
     if (task.fallback === 'none') {
       await this.o.registry.updateMigration(base.id, { outcome: 'fallback-applied', finishedAt: Date.now() });

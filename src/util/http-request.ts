@@ -82,12 +82,13 @@ export function request(url: string, options: HttpRequestOptions): Promise<HttpR
       req.destroy();
       finish(new HttpRequestError('aborted', `${url}: aborted`));
     };
+    // The error handler goes first: destroying a request (abort, timeout) emits 'error' on it.
+    req.on('error', (err) => finish(new HttpRequestError('connection', `${url}: ${err.message}`, { cause: err })));
     if (options.signal?.aborted) {
       onAbort();
       return;
     }
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    req.on('error', (err) => finish(new HttpRequestError('connection', `${url}: ${err.message}`, { cause: err })));
     if (options.body !== undefined) req.write(options.body);
     req.end();
   });

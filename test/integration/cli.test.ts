@@ -36,7 +36,7 @@ describe('spotwatch CLI (real process)', () => {
 
   it('agent: with no cloud and no emulator it says so and exits non-zero', async () => {
     const port = await freePort();
-    const result = await runCli(['agent', '--metadata-endpoint', `http://127.0.0.1:${port}`, '--redis-url', redisUrl, '--http-port', '0', '--log-level', 'silent']);
+    const result = await runCli(['agent', '--metadata-endpoint', `http://127.0.0.1:${port}`, '--redis-url', redisUrl, '--http-port', '0', '--log-level', 'silent', '--migrate', 'false']);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/NO_CLOUD_DETECTED.*spotwatch simulate aws/);
   });
@@ -46,7 +46,7 @@ describe('spotwatch CLI (real process)', () => {
     const work = mkdtempSync(join(tmpdir(), 'spotwatch-cli-'));
     const prefix = `cli${process.pid}`;
     const queue = new Queue('notices', { connection: { url: redisUrl }, prefix });
-    const child = spawnCli(['agent', '--metadata-endpoint', emulator.url, '--http-port', '0', '--poll-interval', '100', '--spool', join(work, 'spool.jsonl')], {
+    const child = spawnCli(['agent', '--metadata-endpoint', emulator.url, '--http-port', '0', '--poll-interval', '100', '--spool', join(work, 'spool.jsonl'), '--migrate', 'false'], {
       REDIS_URL: redisUrl,
       SPOTWATCH_QUEUE_PREFIX: prefix,
     });

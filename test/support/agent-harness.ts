@@ -39,6 +39,7 @@ export async function awsAgentHarness(redisUrl: string, options: { pollIntervalM
     requestTimeoutMs: String(options.requestTimeoutMs ?? 300),
     spoolPath: join(workDir, 'spool.jsonl'),
     logLevel: 'silent',
+    migrate: 'false',
   };
   const { config } = loadConfig(inputs, {});
   const queue = new Queue(NOTICES_QUEUE_NAME, { connection: { url: redisUrl }, prefix });

@@ -1,0 +1,116 @@
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
+import { estimateImageBytes, pidExists } from '../engines/criu/proc.js';
+import { FALLBACKS, type Fallback, type TaskRecord } from '../registry/types.js';
+import { EXIT, type CliIo } from './io.js';
+import { openRegistry, parseClientArgs } from './client-config.js';
+
+const HELP = `usage: spotwatch run [--id ID] [--priority N] [--mem-hint MiB] [--gpu-mem MiB] [--fallback F] [--log FILE] -- CMD ARGS…
+       spotwatch run --pid PID [--id ID] [--priority N] …
+
+Starts CMD under the local agent's care — in its own session, stdin from /dev/null and stdout/stderr to
+--log (never a terminal), so CRIU can checkpoint it — and registers it as a task of this node (--node-id,
+default the hostname). With --pid, registers a process that is already running instead.
+
+  --fallback   what to do when the task cannot be migrated before the deadline:
+               checkpoint-to-storage (default), stop, none
+  --priority   higher first when several tasks share a notice (default 0)
+  --mem-hint   memory of the task in MiB, until the agent measures it
+  plus --redis-url, --queue-prefix, --node-id (flags or environment, as for the agent)
+`;
+
+export async function runCommand(argv: string[], io: CliIo): Promise<number> {
+  const separator = argv.indexOf('--');
+  const own = separator >= 0 ? argv.slice(0, separator) : argv;
+  const command = separator >= 0 ? argv.slice(separator + 1) : [];
+  const { values, config } = parseClientArgs(
+    own,
+    {
+      id: { type: 'string' },
+      priority: { type: 'string', default: '0' },
+      'mem-hint': { type: 'string' },
+      'gpu-mem': { type: 'string' },
+      fallback: { type: 'string', default: 'checkpoint-to-storage' },
+      log: { type: 'string' },
+      pid: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    io,
+  );
+  if (values.help) {
+    io.stdout.write(HELP);
+    return EXIT.ok;
+  }
+  const fail = (message: string) => {
+    io.stderr.write(`spotwatch run: ${message}\n`);
+    return EXIT.usage;
+  };
+  const priority = Number(values.priority);
+  if (!Number.isInteger(priority)) return fail(`--priority "${String(values.priority)}" is not a whole number`);
+  const fallback = String(values.fallback) as Fallback;
+  if (!FALLBACKS.includes(fallback)) return fail(`--fallback must be one of ${FALLBACKS.join(', ')}`);
+  const mib = (name: string) => (values[name] === undefined ? undefined : Number(values[name]) * 1024 * 1024);
+  for (const name of ['mem-hint', 'gpu-mem']) {
+    const v = mib(name);
+    if (v !== undefined && !(v >= 0)) return fail(`--${name} "${String(values[name])}" is not a size in MiB`);
+  }
+  if (values.pid === undefined && command.length === 0) return fail('give the command after --, or --pid PID');
+  if (values.pid !== undefined && command.length > 0) return fail('give either --pid or a command, not both');
+
+  const nodeId = config.nodeId ?? hostname();
+  const id = (values.id as string | undefined) ?? `task-${Date.now().toString(36)}`;
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) return fail(`--id "${id}" may only use letters, digits, ".", "_" and "-" (up to 64)`);
+  const logPath = (values.log as string | undefined) ?? join(dirname(config.spoolPath), 'tasks', `${id}.log`);
+  let pid: number;
+  if (values.pid !== undefined) {
+    pid = Number(values.pid);
+    if (!Number.isInteger(pid) || pid <= 1 || !pidExists(pid)) return fail(`--pid ${String(values.pid)}: no such process`);
+  } else {
+    mkdirSync(dirname(logPath), { recursive: true });
+    const out = openSync(logPath, 'a');
+    try {
+      const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ['ignore', out, out] });
+      const spawned = await new Promise<number>((resolve, reject) => {
+        child.once('spawn', () => resolve(child.pid!));
+        child.once('error', reject);
+      }).catch((err: Error) => err);
+      if (spawned instanceof Error) return fail(`cannot start ${command[0]}: ${spawned.message}`);
+      pid = spawned;
+      child.unref();
+    } finally {
+      closeSync(out);
+    }
+  }
+  const registry = openRegistry(config);
+  try {
+    if (await registry.getTask(id)) {
+      const existing = await registry.getTask(id);
+      if (existing && existing.state === 'running' && pidExists(existing.pid) && existing.nodeId === nodeId) return fail(`task ${id} already exists and is running (pid ${existing.pid})`);
+    }
+    const task: TaskRecord = {
+      id,
+      nodeId,
+      pid,
+      engine: 'criu',
+      memBytes: mib('mem-hint') ?? (await estimateImageBytes(pid).catch(() => 0)),
+      gpuMemBytes: mib('gpu-mem') ?? 0,
+      gpuModel: '',
+      priority,
+      fallback,
+      state: 'running',
+      command: command.length > 0 ? command : [`pid:${pid}`],
+      logPath: values.pid !== undefined ? '' : logPath,
+      startedAt: Date.now(),
+      updatedAt: Date.now(),
+      migrations: 0,
+      lastMigrationId: '',
+    };
+    await registry.putTask(task);
+    io.stdout.write(`${JSON.stringify({ id, pid, nodeId, log: task.logPath || undefined })}\n`);
+    return EXIT.ok;
+  } finally {
+    await registry.close();
+  }
+}

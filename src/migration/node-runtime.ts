@@ -1,0 +1,397 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { networkInterfaces, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { Queue, Worker, type Job } from 'bullmq';
+import type { Config } from '../config.js';
+import type { CheckpointEngine, EngineFailure, EngineResult } from '../engines/checkpoint-engine.js';
+import { listenForImageStreams, tcpImageSink, type ImageStreamListener } from '../engines/criu/transport.js';
+import { pidExists, signalAll, waitGone } from '../engines/criu/proc.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { noticeSchema } from '../notice.js';
+import type { InstanceIdentity } from '../provider.js';
+import { NOTICES_QUEUE_NAME } from '../queue/notice-queue.js';
+import { Registry } from '../registry/registry.js';
+import type { MigrationRecord, NodeRecord, TaskRecord } from '../registry/types.js';
+import { clusterAuthenticator } from './peer-auth.js';
+import { Planner, type NodeJob } from './planner.js';
+import { DEFAULT_POLICY, type MigrationPolicy } from './policy.js';
+
+/** The queue of work that must run on one node (checkpoints on the source, fallbacks). */
+export function nodeQueueName(nodeId: string): string {
+  return `node.${nodeId}`;
+}
+
+/** Time kept back from the notice deadline for the steps after a checkpoint (verify, report). */
+const DEADLINE_RESERVE_MS = 1000;
+
+export interface NodeRuntimeOptions {
+  config: Config;
+  nodeId: string;
+  identity: InstanceIdentity;
+  engine: CheckpointEngine;
+  logger: Logger;
+  metrics: Metrics;
+  /** GPU facts of this node (model, count, free bytes), refreshed with each heartbeat. */
+  gpuInfo?: () => Promise<{ model: string; count: number; freeBytes: number }>;
+}
+
+/**
+ * Everything an agent does for migrations on its node: heartbeats its node and watches its tasks in the
+ * registry, plans notices from the shared notices queue, runs checkpoints and fallbacks from its own node queue,
+ * and receives image streams from other agents, restoring them here.
+ */
+export class NodeRuntime {
+  readonly registry: Registry;
+  private readonly logger: Logger;
+  private readonly planner: Planner;
+  private readonly connection: { url: string };
+  private readonly nodeQueues = new Map<string, Queue>();
+  private noticeWorker: Worker | undefined;
+  private nodeWorker: Worker | undefined;
+  private listener: ImageStreamListener | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly authenticate;
+  private stopped = false;
+
+  constructor(private readonly o: NodeRuntimeOptions) {
+    const { config } = o;
+    this.logger = o.logger.child({ component: 'migration' });
+    this.registry = new Registry(config.redisUrl, config.queuePrefix);
+    this.connection = { url: config.redisUrl };
+    const policy: MigrationPolicy = {
+      ...DEFAULT_POLICY,
+      rebalance: config.migrateOn.includes('rebalance'),
+      maintenanceMigrate: config.migrateOn.includes('maintenance-migrate'),
+      maintenanceFreeze: config.migrateOn.includes('maintenance-freeze'),
+    };
+    this.planner = new Planner({ registry: this.registry, logger: this.logger, policy, dispatch: (nodeId, job) => this.dispatch(nodeId, job) });
+    this.authenticate = clusterAuthenticator({
+      token: config.clusterToken ?? '',
+      tls: config.tlsCert && config.tlsKey && config.tlsCa ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey), ca: readFileSync(config.tlsCa) } : undefined,
+    });
+  }
+
+  get peerPort(): number | undefined {
+    return this.listener?.port;
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.o;
+    mkdirSync(config.imageDir, { recursive: true });
+    this.listener = await listenForImageStreams({
+      host: config.peerHost,
+      port: config.peerPort,
+      authenticate: this.authenticate,
+      onConnection: (conn, remote) => this.track(this.receive(conn, remote)),
+      onError: (err, remote) => this.logger.warn({ remote, err: err.message }, 'image stream refused'),
+    });
+    await this.heartbeat();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat().catch((err: unknown) => this.logger.warn({ err: describeError(err) }, 'heartbeat failed')), config.heartbeatMs);
+    this.heartbeatTimer.unref();
+    const workerOptions = { connection: this.connection, prefix: config.queuePrefix };
+    this.noticeWorker = new Worker(NOTICES_QUEUE_NAME, (job: Job) => this.planJob(job), { ...workerOptions, concurrency: 4 });
+    this.nodeWorker = new Worker(nodeQueueName(this.o.nodeId), (job: Job<NodeJob>) => this.nodeJob(job), { ...workerOptions, concurrency: 1 });
+    for (const worker of [this.noticeWorker, this.nodeWorker]) worker.on('error', (err) => this.logger.warn({ err: describeError(err) }, 'queue worker error'));
+    this.logger.info({ peer: `${config.peerHost}:${this.listener.port}`, imageDir: config.imageDir }, 'migration runtime ready');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    await Promise.all([this.noticeWorker?.close(), this.nodeWorker?.close()]);
+    await Promise.allSettled([...this.inflight]);
+    await this.listener?.close();
+    for (const queue of this.nodeQueues.values()) await queue.close();
+    await this.registry.close();
+  }
+
+  // ---- registry ---------------------------------------------------------------------------------------------
+
+  private async heartbeat(): Promise<void> {
+    if (this.stopped) return;
+    const { config, identity } = this.o;
+    const gpu = (await this.o.gpuInfo?.().catch(() => undefined)) ?? { model: '', count: 0, freeBytes: 0 };
+    const node: NodeRecord = {
+      id: this.o.nodeId,
+      provider: identity.provider,
+      instanceId: identity.instanceId,
+      zone: identity.zone ?? '',
+      capacityPool: config.capacityPool ?? `${identity.instanceType ?? 'unknown'}/${identity.zone ?? 'unknown'}`,
+      lifecycle: identity.lifecycle,
+      memTotalBytes: totalmem(),
+      memFreeBytes: availableMemory(),
+      gpuModel: gpu.model,
+      gpuCount: gpu.count,
+      gpuFreeBytes: gpu.freeBytes,
+      draining: false,
+      noticeId: '',
+      peerAddress: `${config.advertiseHost ?? defaultAdvertiseHost(config.peerHost)}:${this.listener?.port ?? config.peerPort}`,
+      heartbeatAt: Date.now(),
+    };
+    await this.registry.heartbeat(node, config.heartbeatMs * 3);
+    await this.watchTasks();
+  }
+
+  /** Marks tasks whose process is gone as exited (a migrating task is the migration's business). */
+  private async watchTasks(): Promise<void> {
+    for (const task of await this.registry.tasksOnNode(this.o.nodeId)) {
+      if (task.nodeId === this.o.nodeId && task.state === 'running' && !pidExists(task.pid)) {
+        await this.registry.updateTask(task.id, { state: 'exited' });
+        this.logger.info({ taskId: task.id, pid: task.pid }, 'task exited');
+      }
+    }
+  }
+
+  // ---- planning ------------------------------------------------------------------------------------------------
+
+  private async planJob(job: Job): Promise<unknown> {
+    const notice = noticeSchema.parse(job.data);
+    const plan = await this.planner.planNotice(notice);
+    for (const task of plan.tasks) {
+      if (task.decision === 'fallback') this.o.metrics.migrationsTotal.inc({ outcome: 'fallback', reason: task.reason.split(':')[0] ?? 'unknown' });
+    }
+    return plan;
+  }
+
+  private async dispatch(nodeId: string, job: NodeJob): Promise<void> {
+    let queue = this.nodeQueues.get(nodeId);
+    if (!queue) {
+      queue = new Queue(nodeQueueName(nodeId), { connection: this.connection, prefix: this.o.config.queuePrefix, defaultJobOptions: { removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } } });
+      this.nodeQueues.set(nodeId, queue);
+    }
+    await queue.add(job.type, job, { jobId: `${job.type}-${job.migrationId}` });
+  }
+
+  // ---- source side ---------------------------------------------------------------------------------------------
+
+  private async nodeJob(job: Job<NodeJob>): Promise<void> {
+    const migration = await this.registry.getMigration(job.data.migrationId);
+    if (!migration) throw new Error(`migration ${job.data.migrationId} is not in the registry`);
+    const task = await this.registry.getTask(migration.taskId);
+    if (!task) throw new Error(`task ${migration.taskId} of migration ${migration.id} is not in the registry`);
+    if (job.data.type === 'fallback') return this.applyFallback(migration, task);
+    return this.checkpoint(migration, task);
+  }
+
+  private async checkpoint(migration: MigrationRecord, task: TaskRecord): Promise<void> {
+    if (migration.phase !== 'planned') {
+      this.logger.info({ migrationId: migration.id, phase: migration.phase }, 'checkpoint job seen again; already under way or done');
+      return;
+    }
+    let current = migration;
+    for (;;) {
+      const target = await this.registry.getNode(current.targetNodeId);
+      const deadline = (current.deadline ?? Date.now() + 60_000) - DEADLINE_RESERVE_MS;
+      if (!target?.peerAddress) {
+        current = (await this.retryElsewhere(current, task, `target ${current.targetNodeId} is not in the registry`)) ?? current;
+        if (current.phase !== 'planned') return;
+        continue;
+      }
+      const [host, port] = splitHostPort(target.peerAddress);
+      const localDir = join(this.o.config.imageDir, `${current.id}-source`);
+      await this.registry.updateMigration(current.id, { phase: 'checkpointing' });
+      let lastProgressWrite = 0;
+      const result = await this.o.engine.checkpoint({
+        task: { kind: 'process', pid: task.pid, id: task.id },
+        migrationId: current.id,
+        destination: { kind: 'stream', sink: tcpImageSink({ host, port }, this.authenticate, `${target.id} ${target.peerAddress}`), localDir },
+        deadline,
+        onProgress: (event) => {
+          // Progress for `spotwatch status`, at most every 200 ms.
+          if (Date.now() - lastProgressWrite < 200) return;
+          lastProgressWrite = Date.now();
+          void this.registry.updateMigration(current.id, { phase: event.phase === 'transfer' || event.phase === 'dump' ? 'transferring' : 'checkpointing', bytesSent: event.bytes }).catch(() => {});
+        },
+      });
+      if (result.status === 'ok') {
+        const { value } = result;
+        await this.registry.updateMigration(current.id, { frozenAt: value.frozenAt, bytesSent: value.imageBytes, phases: prefixed('source', value.phases) });
+        this.o.metrics.bytesMovedTotal.inc(value.imageBytes);
+        const dumpMs = value.phases.dump ?? value.phases.transfer;
+        if (dumpMs) await this.registry.recordRate('dump', (value.imageBytes * 1000) / dumpMs);
+        if (value.phases.transfer) await this.registry.recordRate('transfer', (value.imageBytes * 1000) / value.phases.transfer);
+        this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
+        rmSync(localDir, { recursive: true, force: true });
+        return;
+      }
+      const next = await this.checkpointFailed(current, task, result);
+      if (!next) return;
+      current = next;
+    }
+  }
+
+  /** A failed checkpoint: the task keeps running here when the engine says so; try another target if time allows. */
+  private async checkpointFailed(migration: MigrationRecord, task: TaskRecord, failure: EngineFailure): Promise<MigrationRecord | undefined> {
+    this.logger.warn({ migrationId: migration.id, code: failure.code, taskState: failure.taskState, err: failure.message, log: failure.logPath }, 'checkpoint failed');
+    await this.registry.release(migration.targetNodeId, migration.reservationId);
+    if (failure.taskState === 'running') {
+      await this.registry.updateTask(task.id, { state: 'running' });
+      if (failure.status === 'retryable' && (failure.code === 'TRANSPORT_FAILED' || failure.code === 'RESTORE_CONFLICT')) {
+        const next = await this.retryElsewhere(migration, task, `${failure.code}: ${failure.message}`);
+        if (next?.phase === 'planned') return next;
+        return undefined;
+      }
+      await this.finish(migration, 'failed', `${failure.code}: ${failure.message} (the task keeps running on ${this.o.nodeId})`, { phase: 'failed' });
+      return undefined;
+    }
+    await this.registry.updateTask(task.id, { state: failure.taskState === 'gone' ? 'lost' : 'failed' });
+    await this.finish(migration, 'failed', `${failure.code}: ${failure.message} (task ${failure.taskState ?? 'unknown'} on the source)`, { phase: 'failed' });
+    return undefined;
+  }
+
+  /** Reserves another target for the same migration (excluding those tried) or applies the fallback. */
+  private async retryElsewhere(migration: MigrationRecord, task: TaskRecord, why: string): Promise<MigrationRecord | undefined> {
+    const reserved = await this.planner.reserveFor(task, migration.sourceNodeId, migration.id, migration.targetsTried);
+    if (!reserved.nodeId) {
+      await this.finish(migration, 'failed', `${why}; no other target has room`, { phase: 'failed' });
+      return undefined;
+    }
+    this.logger.info({ migrationId: migration.id, previous: migration.targetNodeId, next: reserved.nodeId, why }, 'retrying the migration on another target');
+    return this.registry.updateMigration(migration.id, {
+      phase: 'planned',
+      targetNodeId: reserved.nodeId,
+      reservationId: reserved.reservationId,
+      targetsTried: [...migration.targetsTried, reserved.nodeId],
+      reason: why,
+    });
+  }
+
+  private async applyFallback(migration: MigrationRecord, task: TaskRecord): Promise<void> {
+    const deadline = (migration.deadline ?? Date.now() + 30_000) - DEADLINE_RESERVE_MS;
+    if (task.fallback === 'stop') {
+      signalAll([task.pid], 'SIGTERM');
+      const gone = await waitGone([task.pid], Math.max(100, Math.min(10_000, deadline - Date.now())));
+      if (!gone) signalAll([task.pid], 'SIGKILL');
+      await this.registry.updateTask(task.id, { state: 'stopped' });
+      await this.finish(migration, 'fallback-applied', `${migration.reason ?? ''}; stopped gracefully${gone ? '' : ' (SIGKILL after the grace period)'}`, { phase: 'fallback' });
+      return;
+    }
+    if (task.fallback === 'checkpoint-to-storage') {
+      const directory = join(this.o.config.storageDir, migration.id);
+      const result: EngineResult<unknown> = await this.o.engine.checkpoint({
+        task: { kind: 'process', pid: task.pid, id: task.id },
+        migrationId: migration.id,
+        destination: { kind: 'directory', path: directory },
+        deadline,
+      });
+      if (result.status === 'ok') {
+        await this.registry.updateTask(task.id, { state: 'checkpointed' });
+        await this.finish(migration, 'fallback-applied', `${migration.reason ?? ''}; checkpointed to ${directory}`, { phase: 'fallback' });
+      } else {
+        await this.finish(migration, 'failed', `${migration.reason ?? ''}; checkpoint to storage failed: ${result.code}: ${result.message}`, { phase: 'failed' });
+      }
+    }
+  }
+
+  // ---- target side ---------------------------------------------------------------------------------------------
+
+  private async receive(conn: Duplex, remote: string): Promise<void> {
+    const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
+    const received = await this.o.engine.receive({ connection: conn, directory: incoming, deadline: Date.now() + 30 * 60_000 });
+    if (received.status !== 'ok') {
+      this.logger.warn({ remote, code: received.code, err: received.message }, 'image stream failed; the source keeps its task');
+      rmSync(incoming, { recursive: true, force: true });
+      return;
+    }
+    const migrationId = received.value.migrationId;
+    const directory = join(this.o.config.imageDir, migrationId);
+    rmSync(directory, { recursive: true, force: true });
+    renameSync(incoming, directory);
+    const migration = await this.registry.getMigration(migrationId);
+    if (!migration) {
+      this.logger.error({ migrationId, directory }, 'received an image for an unknown migration; kept on disk, not restored');
+      return;
+    }
+    await this.registry.updateMigration(migrationId, { phase: 'restoring', phases: { receive: received.durationMs } });
+    await this.restore(migration, directory, received.value.imageBytes);
+  }
+
+  private async restore(migration: MigrationRecord, directory: string, imageBytes: number): Promise<void> {
+    const deadline = Math.max((migration.deadline ?? 0) + 5 * 60_000, Date.now() + 60_000);
+    const result = await this.o.engine.restore({ migrationId: migration.id, source: { kind: 'directory', path: directory }, deadline });
+    const task = await this.registry.getTask(migration.taskId);
+    if (result.status !== 'ok' || result.value.task.kind !== 'process') {
+      const why = result.status === 'ok' ? 'restored something that is not a process' : `${result.code}: ${result.message}`;
+      this.logger.warn({ migrationId: migration.id, err: why, log: result.status === 'ok' ? undefined : result.logPath }, 'restore failed; the image is kept for a retry');
+      await this.registry.release(this.o.nodeId, migration.reservationId);
+      this.o.metrics.migrationsTotal.inc({ outcome: 'restore-failed', reason: result.status === 'ok' ? 'INTERNAL' : result.code });
+      await this.registry.updateMigration(migration.id, { reason: `restore on ${this.o.nodeId} failed: ${why}`, phase: 'failed', outcome: 'failed', finishedAt: Date.now() });
+      if (task) await this.registry.updateTask(task.id, { state: 'failed' });
+      return;
+    }
+    const restoredAt = Date.now();
+    const newPid = result.value.task.pid;
+    if (task) await this.registry.updateTask(task.id, { nodeId: this.o.nodeId, pid: newPid, state: 'running', migrations: task.migrations + 1, lastMigrationId: migration.id });
+    await this.registry.release(this.o.nodeId, migration.reservationId);
+    // The source records the freeze time once its checkpoint call returns; give it a moment to land.
+    let frozenAt = (await this.registry.getMigration(migration.id))?.frozenAt;
+    for (let i = 0; frozenAt === undefined && i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      frozenAt = (await this.registry.getMigration(migration.id))?.frozenAt;
+    }
+    const downtimeMs = frozenAt !== undefined ? restoredAt - frozenAt : undefined;
+    const restoreMs = result.value.phases.restore ?? result.durationMs;
+    if (restoreMs > 0) await this.registry.recordRate('restore', (imageBytes * 1000) / restoreMs);
+    await this.finish(migration, 'migrated', `restored on ${this.o.nodeId} as pid ${newPid}`, {
+      phase: 'done',
+      restoredAt,
+      newPid,
+      downtimeMs,
+      phases: prefixed('target', result.value.phases),
+    });
+    if (downtimeMs !== undefined) this.o.metrics.taskDowntimeSeconds.observe(downtimeMs / 1000);
+    for (const [phase, ms] of Object.entries(result.value.phases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `target.${phase}` }, ms / 1000);
+    rmSync(directory, { recursive: true, force: true });
+    this.logger.info({ migrationId: migration.id, taskId: migration.taskId, newPid, downtimeMs }, 'task restored and running');
+  }
+
+  // ---- bookkeeping -------------------------------------------------------------------------------------------
+
+  private async finish(migration: MigrationRecord, outcome: NonNullable<MigrationRecord['outcome']>, reason: string, patch: Partial<MigrationRecord>): Promise<void> {
+    const finishedAt = Date.now();
+    const marginMs = migration.deadline !== undefined ? migration.deadline - finishedAt : undefined;
+    await this.registry.updateMigration(migration.id, { ...patch, outcome, reason, finishedAt, marginMs });
+    this.o.metrics.migrationsTotal.inc({ outcome, reason: outcome === 'migrated' ? 'ok' : (reason.split(':')[0] ?? 'unknown').slice(0, 40) });
+    if (marginMs !== undefined) this.o.metrics.deadlineMarginSeconds.observe(marginMs / 1000);
+    const log = outcome === 'migrated' ? this.logger.info.bind(this.logger) : this.logger.warn.bind(this.logger);
+    log({ migrationId: migration.id, taskId: migration.taskId, outcome, reason, marginMs }, `migration ${outcome}`);
+  }
+
+  private track<T>(work: Promise<T>): void {
+    const tracked = work.catch((err: unknown) => this.logger.error({ err: describeError(err) }, 'migration step crashed'));
+    this.inflight.add(tracked);
+    void tracked.finally(() => this.inflight.delete(tracked));
+  }
+}
+
+function prefixed(prefix: string, phases: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [`${prefix}.${k}`, v]));
+}
+
+function splitHostPort(address: string): [string, number] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i).replace(/^\[|\]$/g, ''), Number(address.slice(i + 1))];
+}
+
+/** MemAvailable from /proc/meminfo (what can be given to a new task without swapping). */
+export function availableMemory(): number {
+  try {
+    const kb = /MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
+    return Number(kb) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
+function defaultAdvertiseHost(peerHost: string): string {
+  if (peerHost !== '0.0.0.0' && peerHost !== '::') return peerHost;
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const a of addresses ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
