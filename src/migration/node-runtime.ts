@@ -193,7 +193,8 @@ export class NodeRuntime {
         continue;
       }
       const [host, port] = splitHostPort(target.peerAddress);
-      const localDir = join(this.o.config.imageDir, `${current.id}-source`);
+      // One directory per attempt: a failed attempt's CRIU log stays for the post-mortem.
+      const localDir = join(this.o.config.imageDir, `${current.id}-source-${current.targetsTried.length}`);
       await this.registry.updateMigration(current.id, { phase: 'checkpointing' });
       let lastProgressWrite = 0;
       const result = await this.o.engine.checkpoint({

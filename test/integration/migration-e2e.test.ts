@@ -192,6 +192,9 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     const task = await waitFor('the task to run on node-c', 40_000, async () => {
       const t = await c!.registry.getTask('toy-3');
       return t?.nodeId === 'node-c' && t.state === 'running' ? t : undefined;
+    }).catch(async (err: Error) => {
+      const m = await migrationOf(c!.registry, 'toy-3');
+      throw new Error(`${err.message}\n${JSON.stringify(m)}\n${c!.nodes.get('node-a')!.log().slice(-4000)}`);
     });
     const migration = await waitFor('the migration to be reported', 5000, async () => {
       const m = await migrationOf(c!.registry, 'toy-3');
