@@ -287,7 +287,9 @@ export interface EngineHook {
    * (failed dump, or `leaveRunning`), undo what `beforeCheckpoint` did.
    */
   afterCheckpoint?(ctx: HookContext & { ok: boolean; taskState: TaskState }): Promise<void>;
+  /** Before the restore, with the image directory; the task's pid on this node is not known yet (`pids` is empty). */
   beforeRestore?(ctx: HookContext & { directory: string }): Promise<void>;
+  /** After the restore, with the restored task and its tree: e.g. cuCheckpointProcessRestore + Unlock. */
   afterRestore?(ctx: HookContext): Promise<void>;
 }
 

@@ -13,10 +13,10 @@ import { dirname, join, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EngineResult, ReceivedImage } from '../../src/engines/checkpoint-engine.js';
+import type { EngineHook, EngineResult, ReceivedImage } from '../../src/engines/checkpoint-engine.js';
 import { CriuEngine } from '../../src/engines/criu/criu-engine.js';
 import { locateCriu } from '../../src/engines/criu/criu-binary.js';
-import { pidExists, taskState } from '../../src/engines/criu/proc.js';
+import { taskState } from '../../src/engines/criu/proc.js';
 import { listenForImageStreams, tcpImageSink } from '../../src/engines/criu/transport.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -138,7 +138,7 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
       await engine.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-dir', destination: { kind: 'directory', path: images }, deadline: deadlineIn(30_000) }),
     );
     expect(ck.taskState).toBe('gone');
-    expect(pidExists(toy.pid)).toBe(false);
+    expect(await taskState(toy.pid)).toBe('gone'); // dead (maybe a zombie until reaped)
     expect(existsSync(join(images, 'dump.log'))).toBe(true);
     expect(ck.imageBytes).toBeGreaterThan(64 * 1024 * 1024);
     expect(ck.imageBytes).toBeLessThan(est.imageBytes * 1.5);
@@ -346,6 +346,39 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
       process.kill(toy.pid, 'SIGKILL');
       await listener.close();
     }
+  });
+
+  it('runs hooks around the dump and the restore (the seam for the CUDA checkpoint), and a failing hook stops the checkpoint', async () => {
+    const dir = workDir();
+    const toy = startToy(dir, 16, 150, 10);
+    const ref = reference(toyArgs(16, 150, 10));
+    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
+    const calls: string[] = [];
+    const recorder: EngineHook = {
+      name: 'recorder',
+      estimate: async () => ({ gpuMemoryBytes: 1024 }),
+      beforeCheckpoint: async (c) => void calls.push(`beforeCheckpoint ${c.pids[0]}`),
+      afterCheckpoint: async (c) => void calls.push(`afterCheckpoint ok=${c.ok} ${c.taskState}`),
+      beforeRestore: async (c) => void calls.push(`beforeRestore ${existsSync(join(c.directory, 'inventory.img'))}`),
+      afterRestore: async (c) => void calls.push(`afterRestore ${c.task.kind === 'process' && c.task.pid === c.pids[0]}`),
+    };
+    const failing: EngineHook = { name: 'cuda', beforeCheckpoint: async () => Promise.reject(new Error('cuCheckpointProcessLock: CUDA_ERROR_NOT_READY')) };
+
+    const broken = new CriuEngine({ hooks: [recorder, failing] });
+    const r = await broken.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-hookfail', destination: { kind: 'directory', path: join(dir, 'img0') }, deadline: deadlineIn(10_000) });
+    expect(r.status !== 'ok' && [r.status, r.code, r.taskState]).toEqual(['retryable', 'HOOK_FAILED', 'running']);
+    expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=false running']);
+    expect(existsSync(join(dir, 'img0', 'dump.log'))).toBe(false); // criu never ran
+
+    calls.length = 0;
+    const hooked = new CriuEngine({ hooks: [recorder] });
+    expect(expectOk(await hooked.estimate({ kind: 'process', pid: toy.pid }, { deadline: deadlineIn(5000) })).gpuMemoryBytes).toBe(1024);
+    expectOk(await hooked.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-hook', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
+    const rs = expectOk(await hooked.restore({ migrationId: 'm-hook', source: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
+    if (rs.task.kind === 'process') started.push(rs.task.pid);
+    expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=true gone', 'beforeRestore true', 'afterRestore true']);
+    await waitFor(() => readOut(toy.out).done, 20_000, 'the restored toy to finish');
+    expect(readOut(toy.out).tokens).toEqual(await ref);
   });
 
   it('refuses a checkpoint that cannot meet its deadline and leaves the task alone', async () => {

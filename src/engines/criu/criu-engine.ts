@@ -16,8 +16,13 @@
  *   free here; `ok` only once the restored root is verified running.
  * - Every run keeps CRIU's log in the migration's image directory (`dump.log`, `page-server.log`,
  *   `restore.log`), and failures are classified from it into the interface's stable codes (criu-log.ts).
+ * - Deadlines: work that the configured {@link CriuRates} say cannot finish in time is refused untouched; a
+ *   CRIU still running at the deadline is killed. Killing `criu dump` while its parasite code runs inside the
+ *   task can leave the task damaged — at the deadline the node is about to vanish anyway, and the result says
+ *   what state the task was left in.
  */
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import type {
   CallOptions,
@@ -50,7 +55,7 @@ import { startCriu } from './criu-process.js';
 import type { CriuExit } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender } from './image-stream.js';
 import type { StreamFile } from './image-stream.js';
-import { estimateTree, needsShellJob, pidExists, processTree, readProcStat, signalAll, taskState, waitGone } from './proc.js';
+import { estimateTree, needsShellJob, pidExists, processTree, readProcStat, signalAll, taskState, waitDead, waitGone } from './proc.js';
 
 /** Name of the engine's manifest in every image directory. */
 export const MANIFEST_FILE = 'spotwatch-image.json';
@@ -218,6 +223,14 @@ async function freeLogName(dir: string, base: string): Promise<string> {
   }
 }
 
+/** Whether the running kernel is at least `major.minor`. */
+function kernelAtLeast(major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release());
+  if (!m) return false;
+  const [ma, mi] = [Number(m[1]), Number(m[2])];
+  return ma > major || (ma === major && mi >= minor);
+}
+
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -297,6 +310,10 @@ export class CriuEngine implements CheckpointEngine {
     const loc = await this.binary();
     if (!loc.ok) return engineOk({ ...caps, reason: loc.reason }, started);
     caps.version = loc.binary.version;
+    if (loc.binary.major === 4 && loc.binary.minor < 2 && kernelAtLeast(6, 16)) {
+      // Linux 6.16 restricted SO_PASSCRED/SO_PASSSEC to unix sockets; CRIU < 4.2 then fails on any inet socket.
+      caps.tcpEstablished = false;
+    }
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
       return engineOk({ ...caps, reason: 'CRIU needs root; this agent is not root' }, started);
     }
@@ -514,6 +531,9 @@ export class CriuEngine implements CheckpointEngine {
       });
       const dumpEnd = Date.now();
       phases.dump = dumpEnd - dumpStart;
+      // The tree may have forked between our first look and the freeze; now it is stopped (or resumed after a
+      // failure), so this is the tree that was dumped and that must be stopped or resumed as one.
+      for (const p of await processTree(task.pid)) if (!pids.includes(p)) pids.push(p);
 
       if (exit.code !== 0 || relayError !== undefined) {
         return await this.dumpFailure(exit, relayError, guard, logPath, fail);
@@ -572,8 +592,10 @@ export class CriuEngine implements CheckpointEngine {
       if (req.leaveRunning) {
         state = await this.settleSource(task.pid, pids, wasStopped);
       } else {
+        // Dead (zombies included) is enough to commit: the pids only matter to a restore on this same node,
+        // which waits for them itself.
         signalAll(pids, 'SIGKILL');
-        await waitGone(pids, this.releaseTimeoutMs);
+        await waitDead(pids, this.releaseTimeoutMs);
         state = await taskState(task.pid);
       }
       if (sender) {
@@ -626,23 +648,6 @@ export class CriuEngine implements CheckpointEngine {
 
   async receive(req: ReceiveRequest): Promise<EngineResult<ReceivedImage>> {
     const started = Date.now();
-    const pre = this.precheck(req, 'receive', started);
-    if (pre) {
-      req.connection.destroy();
-      return pre;
-    }
-    const criu = await this.criuOrFailure(started);
-    if ('status' in criu) {
-      req.connection.destroy();
-      return criu;
-    }
-    if (!(await isEmptyOrAbsent(req.directory))) {
-      req.connection.destroy();
-      return engineFailure('fatal', 'INVALID_REQUEST', `image directory ${req.directory} is not empty; every migration needs its own`, started);
-    }
-    await mkdir(req.directory, { recursive: true });
-    const logPath = join(req.directory, 'page-server.log');
-    const guard = new CallGuard(req.deadline, req.signal);
     const receiver = new ImageStreamReceiver(req.connection, (bytes) => {
       try {
         req.onProgress?.({ phase: 'receive', bytes });
@@ -650,6 +655,21 @@ export class CriuEngine implements CheckpointEngine {
         // ignore listener errors
       }
     });
+    // Refusals still tell the source why, so its checkpoint fails with the target's reason.
+    const refuse = (f: EngineFailure): EngineFailure => {
+      receiver.abort({ code: f.code, status: f.status, message: `target refused the image: ${f.message}` });
+      return f;
+    };
+    const pre = this.precheck(req, 'receive', started);
+    if (pre) return refuse(pre);
+    const criu = await this.criuOrFailure(started);
+    if ('status' in criu) return refuse(criu);
+    if (!(await isEmptyOrAbsent(req.directory))) {
+      return refuse(engineFailure('fatal', 'INVALID_REQUEST', `image directory ${req.directory} is not empty; every migration needs its own`, started));
+    }
+    await mkdir(req.directory, { recursive: true });
+    const logPath = join(req.directory, 'page-server.log');
+    const guard = new CallGuard(req.deadline, req.signal);
     let pageServer: ReturnType<typeof startCriu> | undefined;
     const failWith = (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): EngineFailure => {
       receiver.abort({ code, status, message });

@@ -188,3 +188,17 @@ export async function waitGone(pids: readonly number[], timeoutMs: number): Prom
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/**
+ * Waits until every one of `pids` is dead: gone, or a zombie (it can never run again, though its pid stays
+ * taken until its parent reaps it). Resolves `false` on timeout.
+ */
+export async function waitDead(pids: readonly number[], timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const states = await Promise.all(pids.map((p) => taskState(p)));
+    if (states.every((s) => s === 'gone')) return true;
+    if (Date.now() >= until) return false;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}

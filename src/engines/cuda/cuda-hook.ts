@@ -32,7 +32,7 @@ import type {
 import { engineFailure } from '../checkpoint-engine.js';
 import { processTree, taskState } from '../criu/proc.js';
 import { BackendExit, type CudaBackend, type LocateOptions, locateCudaBackend } from './cuda-backend.js';
-import { gpuMemoryByPid, gpuProcesses } from './gpu-detect.js';
+import { gpuMemoryByPid, gpuProcesses, mapsCudaDriver } from './gpu-detect.js';
 import { type CudaCallResult, type CudaOp, type CudaProcessState, type FailureKind, classifyFailure } from './helper-protocol.js';
 
 export interface CudaHookOptions {
@@ -49,6 +49,8 @@ export interface CudaHookOptions {
   gpuMemory?: () => Promise<Map<number, number> | undefined>;
   /** GPU processes among `pids` (default: /dev/nvidia* in /proc/PID/fd). */
   gpuPids?: (pids: readonly number[]) => Promise<number[]>;
+  /** Restored processes that may hold checkpointed CUDA state (default: libcuda.so in /proc/PID/maps). */
+  cudaPids?: (pids: readonly number[]) => Promise<number[]>;
   /** Every backend call, as it finishes (for logs and metrics). */
   onCall?: (migrationId: string, call: CudaCallResult, wallMs: number) => void;
 }
@@ -383,8 +385,11 @@ export class CudaCheckpointHook implements EngineHook {
 
   async afterRestore(ctx: HookContext): Promise<void> {
     const run = this.run(ctx.migrationId);
-    const pids = await this.treeOf(ctx.task, ctx.pids);
-    // After a CRIU restore the GPU processes hold no device node: find them by their CUDA state instead.
+    const tree = await this.treeOf(ctx.task, ctx.pids);
+    // After a CRIU restore the GPU processes hold no device node: candidates are the processes that map the CUDA
+    // driver, and their CUDA state says which ones were checkpointed.
+    const pids = this.opts.cudaPids ? await this.opts.cudaPids(tree) : await filterAsync(tree, (p) => mapsCudaDriver(p));
+    if (pids.length === 0) return;
     const checkpointed: number[] = [];
     for (const pid of pids) {
       const r = await this.call(run, 'state', pid);
@@ -419,6 +424,11 @@ export class CudaCheckpointHook implements EngineHook {
       false,
     );
   }
+}
+
+async function filterAsync<T>(xs: readonly T[], f: (x: T) => Promise<boolean>): Promise<T[]> {
+  const keep = await Promise.all(xs.map(f));
+  return xs.filter((_, i) => keep[i]);
 }
 
 function describeTask(t: TaskRef): string {

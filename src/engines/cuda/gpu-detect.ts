@@ -8,7 +8,7 @@
  *   (MiB per process and GPU), when nvidia-smi is there; the node's GPUs from `--query-gpu`.
  */
 import { execFile } from 'node:child_process';
-import { readdir, readlink } from 'node:fs/promises';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 
 const MIB = 1024 * 1024;
 
@@ -120,4 +120,16 @@ export async function queryGpus(nvidiaSmi?: string): Promise<GpuInfo[] | undefin
  */
 export function gpuTargetFits(sourceModel: string, gpuBytes: number, target: readonly GpuInfo[]): boolean {
   return target.some((g) => g.name === sourceModel && g.memoryFreeBytes >= gpuBytes);
+}
+
+/**
+ * Whether `pid` has the CUDA driver library (libcuda.so) mapped. Unlike an open /dev/nvidia* this survives a
+ * CUDA checkpoint and a CRIU restore, so it finds, on the target, the processes whose CUDA state must be restored.
+ */
+export async function mapsCudaDriver(pid: number, procRoot = '/proc'): Promise<boolean> {
+  try {
+    return /\/libcuda\.so[.\d]*$/m.test(await readFile(`${procRoot}/${pid}/maps`, 'utf8'));
+  } catch {
+    return false;
+  }
 }

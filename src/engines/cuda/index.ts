@@ -9,6 +9,7 @@ export {
   gpuProcesses,
   gpuTargetFits,
   isNvidiaDevice,
+  mapsCudaDriver,
   openNvidiaDevices,
   parseComputeApps,
   parseGpuQuery,
