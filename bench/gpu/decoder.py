@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""A production-like GPT-style decoder for spotwatch's GPU benchmark (bench/gpu/run.sh).
+
+What it does, the way serving engines do it:
+  * a Llama-style model (RMSNorm, rotary embeddings, grouped-query attention, SwiGLU) built from a config, with
+    random bf16 weights created once (--create) and saved as safetensors shards on local disk;
+  * weights loaded shard by shard with safetensors' safe_open and copied to the GPU;
+  * the decode step's pieces torch.compile'd (QKV projection + rotary, attention + MLP, LM head; the KV-cache
+    write stays outside the compiled pieces, like vLLM's piecewise graphs) and the whole step captured in one
+    CUDA graph, replayed once per token;
+  * a KV cache preallocated for context + new tokens; a long random context (seeded) prefilled in one pass;
+  * greedy decoding: each token is written as "index token logit wallclock" to an output file kept open, so a
+    token stream that survives a checkpoint/restore can be compared bit for bit with an uninterrupted one.
+
+Modes:
+  --create                 write random weights (seeded) for --config into --model-dir and exit
+  --bandwidth              measure host<->device copy bandwidth (pinned and pageable) and exit
+  (default)                load, compile, capture, prefill (twice: the second pass is the timed re-prefill),
+                           decode --new-tokens; --reference only labels the run (the uninterrupted stream)
+Timings go to --timings as JSON once decoding ends (a migrated process writes them after its restore).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+T_START = time.time()
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile worker processes: one process to checkpoint
+
+CONFIGS = {
+    # name: dim, layers, heads, kv_heads, ffn, vocab
+    "tiny": dict(dim=512, layers=4, heads=8, kv_heads=4, ffn=1536, vocab=32000),
+    "1b": dict(dim=2048, layers=16, heads=32, kv_heads=8, ffn=8192, vocab=128256),
+    "3b": dict(dim=3072, layers=28, heads=24, kv_heads=8, ffn=8192, vocab=128256),
+    "8b": dict(dim=4096, layers=32, heads=32, kv_heads=8, ffn=14336, vocab=128256),
+}
+
+
+def param_shapes(c):
+    hd = c["dim"] // c["heads"]
+    shapes = {"embed": (c["vocab"], c["dim"])}
+    for i in range(c["layers"]):
+        p = f"layers.{i}."
+        shapes[p + "attn_norm"] = (c["dim"],)
+        shapes[p + "wq"] = (c["heads"] * hd, c["dim"])
+        shapes[p + "wk"] = (c["kv_heads"] * hd, c["dim"])
+        shapes[p + "wv"] = (c["kv_heads"] * hd, c["dim"])
+        shapes[p + "wo"] = (c["dim"], c["heads"] * hd)
+        shapes[p + "mlp_norm"] = (c["dim"],)
+        shapes[p + "w_gate"] = (c["ffn"], c["dim"])
+        shapes[p + "w_up"] = (c["ffn"], c["dim"])
+        shapes[p + "w_down"] = (c["dim"], c["ffn"])
+    shapes["norm"] = (c["dim"],)
+    shapes["lm_head"] = (c["vocab"], c["dim"])
+    return shapes
+
+
+def create(args):
+    import torch
+    from safetensors.torch import save_file
+
+    c = CONFIGS[args.config]
+    os.makedirs(args.model_dir, exist_ok=True)
+    g = torch.Generator(device="cuda")
+    g.manual_seed(args.seed)
+    shard, shard_bytes, n, index = {}, 0, 0, {}
+    limit = int(args.shard_gib * (1 << 30))
+    total = 0
+    t0 = time.time()
+
+    def flush():
+        nonlocal shard, shard_bytes, n
+        if not shard:
+            return
+        name = f"model-{n:05d}.safetensors"
+        save_file(shard, os.path.join(args.model_dir, name))
+        for k in shard:
+            index[k] = name
+        shard, shard_bytes, n = {}, 0, n + 1
+
+    for name, shape in param_shapes(c).items():
+        if name.endswith("norm"):
+            t = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            t = (torch.randn(shape, generator=g, device="cuda", dtype=torch.float32) * 0.02).to(torch.bfloat16).cpu()
+        shard[name] = t
+        shard_bytes += t.numel() * 2
+        total += t.numel()
+        if shard_bytes >= limit:
+            flush()
+    flush()
+    with open(os.path.join(args.model_dir, "config.json"), "w") as f:
+        json.dump(dict(c, name=args.config, params=total, seed=args.seed, weight_map=index), f)
+    os.sync()
+    print(json.dumps({"created": args.config, "params": total, "seconds": time.time() - t0}), flush=True)
+
+
+def bandwidth(args):
+    import torch
+
+    n = int(args.bw_gib * (1 << 30))
+    dev = torch.empty(n, dtype=torch.uint8, device="cuda")
+    res = {}
+    for kind, host in (("pinned", torch.empty(n, dtype=torch.uint8, pin_memory=True)), ("pageable", torch.empty(n, dtype=torch.uint8))):
+        host.fill_(1)
+        for direction in ("h2d", "d2h"):
+            best = math.inf
+            for _ in range(3):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                if direction == "h2d":
+                    dev.copy_(host, non_blocking=(kind == "pinned"))
+                else:
+                    host.copy_(dev, non_blocking=(kind == "pinned"))
+                torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - t)
+            res[f"{kind}_{direction}_GBps"] = n / best / 1e9
+        del host
+    res["bytes"] = n
+    print(json.dumps(res), flush=True)
+    if args.timings:
+        with open(args.timings, "w") as f:
+            json.dump(res, f)
+
+
+def run(args):
+    tm = {"t_start": T_START, "config": args.config, "ctx": args.ctx, "new_tokens": args.new_tokens, "reference": args.reference}
+    t = time.time()
+    import torch
+    import torch.nn.functional as F
+    from safetensors import safe_open
+
+    tm["import_s"] = time.time() - t
+    torch.manual_seed(args.seed)
+    torch.set_grad_enabled(False)
+    dev = torch.device("cuda")
+    torch.cuda.init()
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+
+    # ---- weights: safetensors shards -> GPU, like a serving engine's loader
+    t = time.time()
+    with open(os.path.join(args.model_dir, "config.json")) as f:
+        c = json.load(f)
+    W, nbytes = {}, 0
+    for shard in sorted(set(c["weight_map"].values())):
+        with safe_open(os.path.join(args.model_dir, shard), framework="pt", device="cpu") as f:
+            for name in f.keys():
+                x = f.get_tensor(name)
+                W[name] = x.to(dev)
+                nbytes += x.numel() * x.element_size()
+    torch.cuda.synchronize()
+    tm["load_s"] = time.time() - t
+    tm["weights_bytes"] = nbytes
+    tm["params"] = c["params"]
+
+    dim, L, H, KVH = c["dim"], c["layers"], c["heads"], c["kv_heads"]
+    D = dim // H
+    G = H // KVH
+    max_len = args.ctx + args.new_tokens + 8
+    scale = 1.0 / math.sqrt(D)
+    bf = torch.bfloat16
+
+    # ---- KV cache, preallocated: one [KVH, max_len, D] tensor per layer for K and for V
+    kc = [torch.zeros(KVH, max_len, D, dtype=bf, device=dev) for _ in range(L)]
+    vc = [torch.zeros(KVH, max_len, D, dtype=bf, device=dev) for _ in range(L)]
+    tm["kv_cache_bytes"] = 2 * L * KVH * max_len * D * 2
+
+    inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2, device=dev, dtype=torch.float32) / D))
+    ang = torch.outer(torch.arange(max_len, device=dev, dtype=torch.float32), inv)
+    cos_t, sin_t = ang.cos(), ang.sin()  # [max_len, D/2]
+    ar = torch.arange(max_len, device=dev)
+
+    def rms(x, w):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(bf) * w
+
+    def rope(x, cos, sin):  # x [T, h, D]; cos/sin [T, D/2]
+        xf = x.float()
+        x1, x2 = xf[..., : D // 2], xf[..., D // 2 :]
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).to(bf)
+
+    # ---- decode pieces (one token), compiled once and reused by every layer
+    def qkv(x, cos_p, sin_p, attn_norm, wq, wk, wv):
+        h = rms(x, attn_norm)
+        q = rope((h @ wq.t()).view(1, H, D), cos_p, sin_p)
+        k = rope((h @ wk.t()).view(1, KVH, D), cos_p, sin_p)
+        v = (h @ wv.t()).view(1, KVH, D)
+        return q, k.view(KVH, 1, D), v.view(KVH, 1, D)
+
+    def attn_mlp(x, q, k_cache, v_cache, mask, wo, mlp_norm, wg, wu, wd):
+        qg = q.view(KVH, G, D)
+        s = (qg @ k_cache.transpose(1, 2)).float() * scale  # [KVH, G, max_len]
+        s = s.masked_fill(~mask, float("-inf"))
+        p = torch.softmax(s, -1).to(bf)
+        o = (p @ v_cache).reshape(1, H * D)  # [KVH, G, D] -> [1, H*D]
+        x = x + o @ wo.t()
+        h = rms(x, mlp_norm)
+        return x + (F.silu(h @ wg.t()) * (h @ wu.t())) @ wd.t()
+
+    def head(x, norm_w, lm_head):
+        logits = (rms(x, norm_w) @ lm_head.t()).float()
+        return logits.max(-1)
+
+    if not args.no_compile:
+        qkv_c, attn_mlp_c, head_c = torch.compile(qkv, dynamic=False), torch.compile(attn_mlp, dynamic=False), torch.compile(head, dynamic=False)
+    else:
+        qkv_c, attn_mlp_c, head_c = qkv, attn_mlp, head
+
+    tok_buf = torch.zeros(1, dtype=torch.long, device=dev)
+    pos_buf = torch.zeros(1, dtype=torch.long, device=dev)
+    out_tok = torch.zeros(1, dtype=torch.long, device=dev)
+    out_val = torch.zeros(1, dtype=torch.float32, device=dev)
+    lw = [[W[f"layers.{i}.{n}"] for n in ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w_gate", "w_up", "w_down")] for i in range(L)]
+
+    def step():
+        x = W["embed"].index_select(0, tok_buf)
+        cos_p, sin_p = cos_t.index_select(0, pos_buf), sin_t.index_select(0, pos_buf)
+        mask = ar <= pos_buf
+        for i in range(L):
+            an, wq, wk, wv, wo, mn, wg, wu, wd = lw[i]
+            q, k, v = qkv_c(x, cos_p, sin_p, an, wq, wk, wv)
+            kc[i].index_copy_(1, pos_buf, k)
+            vc[i].index_copy_(1, pos_buf, v)
+            x = attn_mlp_c(x, q, kc[i], vc[i], mask, wo, mn, wg, wu, wd)
+        val, idx = head_c(x, W["norm"], W["lm_head"])
+        out_tok.copy_(idx)
+        out_val.copy_(val)
+        tok_buf.copy_(idx)
+        pos_buf.add_(1)
+
+    # ---- compile (warm-up runs) and capture the step in a CUDA graph, before the prefill fills the cache
+    t = time.time()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    tm["compile_s"] = time.time() - t
+    t = time.time()
+    graph = None
+    if not args.no_graph:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        torch.cuda.synchronize()
+        for _ in range(2):  # warm-up replays
+            graph.replay()
+        torch.cuda.synchronize()
+    tm["capture_s"] = time.time() - t
+
+    # ---- prefill of the whole context in one pass (causal flash attention), filling the cache
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    ctx_tokens = torch.randint(0, c["vocab"], (args.ctx,), generator=gen).to(dev)
+
+    def prefill():
+        T = args.ctx
+        x = W["embed"].index_select(0, ctx_tokens)  # [T, dim]
+        cos, sin = cos_t[:T], sin_t[:T]
+        for i in range(L):
+            an, wq, wk, wv, wo, mn, wg, wu, wd = lw[i]
+            h = rms(x, an)
+            q = rope((h @ wq.t()).view(T, H, D), cos, sin)
+            k = rope((h @ wk.t()).view(T, KVH, D), cos, sin)
+            v = (h @ wv.t()).view(T, KVH, D)
+            kc[i][:, :T].copy_(k.transpose(0, 1))
+            vc[i][:, :T].copy_(v.transpose(0, 1))
+            qh = q.transpose(0, 1).unsqueeze(0)  # [1, H, T, D]
+            kh = k.transpose(0, 1).repeat_interleave(G, 0).unsqueeze(0)
+            vh = v.transpose(0, 1).repeat_interleave(G, 0).unsqueeze(0)
+            o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)
+            x = x + o.squeeze(0).transpose(0, 1).reshape(T, H * D) @ wo.t()
+            h = rms(x, mn)
+            x = x + (F.silu(h @ wg.t()) * (h @ wu.t())) @ wd.t()
+        val, idx = head(x[-1:], W["norm"], W["lm_head"])
+        torch.cuda.synchronize()
+        return idx, val
+
+    for n in (1, 2):
+        t = time.time()
+        idx, val = prefill()
+        tm[f"prefill{n}_s"] = time.time() - t
+    tm["gpu_reserved_bytes"] = torch.cuda.memory_reserved()
+    tm["gpu_allocated_bytes"] = torch.cuda.memory_allocated()
+
+    tok_buf.copy_(idx)
+    pos_buf.fill_(args.ctx)
+    torch.cuda.synchronize()
+
+    out = open(args.out, "w", buffering=1)
+    out.write(f"0 {idx.item()} {val.item()!r} {time.time():.6f}\n")
+    tm["first_token_ts"] = time.time()
+    print(json.dumps({"ready": os.getpid(), "first_token_ts": tm["first_token_ts"]}), flush=True)
+    interval = args.token_interval_ms / 1000.0
+    t = time.time()
+    for i in range(1, args.new_tokens):
+        if graph is not None:
+            graph.replay()
+        else:
+            step()
+        out.write(f"{i} {out_tok.item()} {out_val.item()!r} {time.time():.6f}\n")
+        if interval:
+            time.sleep(interval)
+    tm["decode_s"] = time.time() - t
+    tm["done_ts"] = time.time()
+    out.close()
+    tm["pid"] = os.getpid()
+    if args.timings:
+        with open(args.timings + ".tmp", "w") as f:
+            json.dump(tm, f)
+        os.rename(args.timings + ".tmp", args.timings)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="1b", choices=sorted(CONFIGS))
+    ap.add_argument("--model-dir")
+    ap.add_argument("--create", action="store_true")
+    ap.add_argument("--bandwidth", action="store_true")
+    ap.add_argument("--bw-gib", type=float, default=4.0)
+    ap.add_argument("--shard-gib", type=float, default=2.0)
+    ap.add_argument("--ctx", type=int, default=8192)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--token-interval-ms", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out")
+    ap.add_argument("--timings")
+    ap.add_argument("--reference", action="store_true", help="the uninterrupted run whose token stream is the reference")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-graph", action="store_true")
+    args = ap.parse_args()
+    if args.bandwidth:
+        return bandwidth(args)
+    if not args.model_dir:
+        ap.error("--model-dir is required")
+    if args.create:
+        return create(args)
+    if not args.out:
+        ap.error("--out is required")
+    run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

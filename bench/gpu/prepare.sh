@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Prepares what bench/gpu/run.sh needs on a bare GPU machine (PyTorch, but no Node.js, no network), on THIS
+# machine, into .spotwatch/gpu-bundle/ (ignored by git; carry it to the GPU machine with the repo):
+#
+#   node.xz                   this machine's `node` binary, xz -9 (the official build needs only glibc >= 2.28)
+#   criu.tar.xz               the project's private CRIU (.criu/, scripts/install-criu.sh): own loader and libraries
+#   redis.tar.xz              redis-server with every library it loads and a wrapper that runs it through them
+#   cuda-checkpoint-helper    native/cuda-checkpoint-helper.c built here (run.sh rebuilds it there when gcc exists)
+#   migrate.mjs               bench/gpu/migrate.ts with the CUDA hook and the CRIU engine's code, bundled (esbuild)
+#   spotwatch.mjs             the CLI bundled, for the agent path (SPOTWATCH_GPU_BUNDLE_CLI=1; best effort)
+#
+# Idempotent: each piece is rebuilt only when its source is newer. Prints the sizes; fails above 60 MiB (the
+# device tool carries at most 64 MiB with the working tree).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+B="$ROOT/.spotwatch/gpu-bundle"
+mkdir -p "$B"
+cd "$ROOT"
+say() { printf 'gpu-prepare: %s\n' "$*"; }
+
+# node
+NODE_BIN=$(readlink -f "$(command -v node)")
+if [ ! -s "$B/node.xz" ] || [ "$NODE_BIN" -nt "$B/node.xz" ]; then
+  say "compressing $NODE_BIN ($(node --version)) — xz -9 takes about a minute"
+  xz -9 -T0 -c "$NODE_BIN" >"$B/node.xz.tmp" && mv "$B/node.xz.tmp" "$B/node.xz"
+fi
+node --version >"$B/node.version"
+
+# CRIU
+if [ ! -x .criu/bin/criu ]; then
+  say "no .criu/: running scripts/install-criu.sh"
+  bash scripts/install-criu.sh
+fi
+if [ ! -s "$B/criu.tar.xz" ] || [ -n "$(find .criu -newer "$B/criu.tar.xz" -print -quit)" ]; then
+  say "packing .criu/ ($(.criu/bin/criu --version | head -n1))"
+  tar -C "$ROOT" -cf - .criu | xz -9 -T0 >"$B/criu.tar.xz"
+fi
+
+# redis-server with its libraries
+if [ ! -s "$B/redis.tar.xz" ]; then
+  RS=$(readlink -f "$(command -v redis-server)")
+  t=$(mktemp -d)
+  mkdir -p "$t/redis/bin" "$t/redis/lib"
+  cp "$RS" "$t/redis/bin/redis-server"
+  ldd "$RS" | awk '/=> \//{print $3} /^\s*\/lib/{print $1}' | while read -r lib; do cp -L "$lib" "$t/redis/lib/"; done
+  cp -L /lib64/ld-linux-x86-64.so.2 "$t/redis/lib/" 2>/dev/null || true
+  cat >"$t/redis/redis-server" <<'EOF'
+#!/bin/sh
+# Runs the bundled redis-server through its own loader and libraries (bench/gpu/prepare.sh).
+P=$(dirname "$(readlink -f "$0")")
+exec "$P/lib/ld-linux-x86-64.so.2" --library-path "$P/lib" "$P/bin/redis-server" "$@"
+EOF
+  chmod 755 "$t/redis/redis-server"
+  tar -C "$t" -cf - redis | xz -9 -T0 >"$B/redis.tar.xz"
+  rm -rf "$t"
+fi
+
+# helper
+bash scripts/build-cuda-helper.sh >/dev/null
+cp -f native/build/cuda-checkpoint-helper "$B/cuda-checkpoint-helper"
+
+# bundles
+ESBUILD="$ROOT/node_modules/.bin/esbuild"
+"$ESBUILD" bench/gpu/migrate.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
+  --outfile="$B/migrate.mjs"
+rm -f "$B/spotwatch.mjs" "$B/spotwatch.bundle.log"
+# The CLI (for the agent path) only on request: with the cloud SDKs it is large.
+if [ -n "${SPOTWATCH_GPU_BUNDLE_CLI:-}" ] && ! "$ESBUILD" src/cli/run.ts --minify --bundle --platform=node --format=esm --target=node20 --log-level=error \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
+  --outfile="$B/spotwatch.mjs" 2>"$B/spotwatch.bundle.log"; then
+  say "CLI bundle failed (agent path unavailable): $(tail -n 3 "$B/spotwatch.bundle.log")"
+  rm -f "$B/spotwatch.mjs"
+fi
+
+total=$(du -cb "$B"/* | tail -n1 | cut -f1)
+du -h "$B"/* | sed 's/^/gpu-prepare:   /'
+say "bundle: $((total / 1048576)) MiB in .spotwatch/gpu-bundle"
+[ "$total" -lt $((60 * 1048576)) ] || { say "bundle too large for the device tool (60 MiB limit here)"; exit 1; }

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# spotwatch GPU benchmark: moves a live PyTorch decoder (bench/gpu/decoder.py) off its GPU and back through the
+# CUDA checkpoint API + CRIU, proves its token stream is the uninterrupted one, and measures every stage against
+# a fresh replica's cold start, a re-prefill, and the host<->device copy floor.
+#
+# Runs unattended on a bare GPU machine with PyTorch but no Node.js and no network: it brings what it needs from
+# .spotwatch/gpu-bundle/ (made by bench/gpu/prepare.sh on a machine with Node.js: node, CRIU, redis-server, the
+# helper, the bundled driver). Run as root (CRIU, drop_caches).
+#
+#   bench/gpu/run.sh                          # default configurations
+#   CONFIGS="tiny:1024:64" bench/gpu/run.sh   # config:context:new-tokens, space separated (tiny, 1b, 3b, 8b)
+#
+# Environment:
+#   CONFIGS                     default "1b:16384:256 8b:16384:256"
+#   MIGRATE_AT                  tokens decoded before the interruption (default 48)
+#   VIA                         how the direct path moves the task, space separated (default "engine"):
+#                               engine = src/engines/criu CriuEngine + CudaCheckpointHook, image streamed through the
+#                               page server into the target's receive(); commands = hook + criu command lines, dump
+#                               to tmpfs, copy over loopback TCP, restore
+#   TOKEN_INTERVAL_MS           pause between tokens (default 10: the migration lands mid-stream)
+#   SPOTWATCH_GPU_BENCH_PATH    direct (default): the CUDA hook + CRIU driven stage by stage by bench/gpu/migrate.ts;
+#                               agents: Redis, two agents, `spotwatch run -- decoder`, an AWS interruption from
+#                               the emulator (needs the migration pipeline with the CUDA hook in the CLI bundle)
+#   SPOTWATCH_GPU_WORK          work dir on local disk (default /var/tmp/spotwatch-gpu: weights, compile cache)
+#   SPOTWATCH_GPU_IMAGES        image dir on tmpfs (default /dev/shm/spotwatch-gpu)
+#   RESULTS_DIR                 where gpu-<date>.json goes (default bench/results); OUT: also copied there
+#   CHECK_ONLY=1                only the machine facts, tools and helper probe
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+B="$ROOT/.spotwatch/gpu-bundle"
+W="${SPOTWATCH_GPU_WORK:-/var/tmp/spotwatch-gpu}"
+IMG="${SPOTWATCH_GPU_IMAGES:-/dev/shm/spotwatch-gpu}"
+R="$W/results"
+RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
+CONFIGS="${CONFIGS:-1b:16384:256 8b:16384:256}"
+MIGRATE_AT="${MIGRATE_AT:-48}"
+TOKEN_INTERVAL_MS="${TOKEN_INTERVAL_MS:-10}"
+BENCH_PATH="${SPOTWATCH_GPU_BENCH_PATH:-direct}"
+VIA="${VIA:-engine}"
+PY="${PYTHON:-python3}"
+DEC="$ROOT/bench/gpu/decoder.py"
+export TORCHINDUCTOR_COMPILE_THREADS=1 TORCHINDUCTOR_CACHE_DIR="$W/inductor-cache" TRITON_CACHE_DIR="$W/triton-cache"
+export PYTHONUNBUFFERED=1
+
+log() { printf '[gpu-bench +%ss] %s\n' "$SECONDS" "$*"; }
+die() { log "FATAL: $*"; exit 1; }
+mkdir -p "$W/bin" "$R" "$IMG" || die "cannot create $W or $IMG"
+rm -rf "${R:?}"/*
+
+# ---- tools: node, CRIU, redis-server, the CUDA helper
+NODE=""
+if command -v node >/dev/null 2>&1 && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null; then
+  NODE=$(command -v node)
+else
+  [ -s "$B/node.xz" ] || die "no node >= 20 here and no $B/node.xz: run bench/gpu/prepare.sh where Node.js is, and carry .spotwatch/gpu-bundle"
+  [ -x "$W/bin/node" ] || { xz -dc "$B/node.xz" >"$W/bin/node.tmp" && chmod 755 "$W/bin/node.tmp" && mv "$W/bin/node.tmp" "$W/bin/node"; } || die "cannot unpack node"
+  NODE="$W/bin/node"
+fi
+if [ -x "$ROOT/.criu/bin/criu" ] && "$ROOT/.criu/bin/criu" --version >/dev/null 2>&1; then
+  CRIU="$ROOT/.criu/bin/criu"
+else
+  [ -x "$W/.criu/bin/criu" ] || tar -xJf "$B/criu.tar.xz" -C "$W" || die "cannot unpack CRIU"
+  CRIU="$W/.criu/bin/criu"
+fi
+if command -v redis-server >/dev/null 2>&1; then
+  REDIS=$(command -v redis-server)
+else
+  [ -x "$W/redis/redis-server" ] || tar -xJf "$B/redis.tar.xz" -C "$W" || die "cannot unpack redis"
+  REDIS="$W/redis/redis-server"
+fi
+HELPER=$(SPOTWATCH_CUDA_HELPER_OUT="$W/bin" SPOTWATCH_CUDA_HELPER_REBUILD=1 bash "$ROOT/scripts/build-cuda-helper.sh" 2>/dev/null | tail -n1)
+if [ -z "$HELPER" ] || [ ! -x "$HELPER" ]; then
+  HELPER="$W/bin/cuda-checkpoint-helper.prebuilt"
+  cp -f "$B/cuda-checkpoint-helper" "$HELPER" || die "no CUDA helper"
+fi
+export SPOTWATCH_CUDA_HELPER="$HELPER" SPOTWATCH_CRIU="$CRIU" SPOTWATCH_REDIS_SERVER="$REDIS"
+
+log "node $("$NODE" --version) ($NODE); $("$CRIU" --version | head -n1) ($CRIU); $("$REDIS" --version | cut -d' ' -f1-3); helper $HELPER"
+log "helper probe: $("$HELPER" probe)"
+log "helper state of pid 1 (not a CUDA process): $("$HELPER" state 1)"
+criu_check=$("$CRIU" check 2>&1 | tail -n 3)
+log "criu check: $criu_check"
+
+# ---- machine facts
+"$PY" - "$R/info.json" "$("$CRIU" --version | head -n1)" <<'EOF'
+import json, os, subprocess, sys, platform
+info = {"kernel": platform.release(), "criu": sys.argv[2]}
+try:
+    q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip().splitlines()
+    info["device"], info["driver"], info["gpuMemory"] = [s.strip() for s in q[0].split(",")]
+    info["gpus"] = len(q)
+except Exception as e:
+    info["device"] = f"unknown ({e})"
+try:
+    import torch
+    info["torch"], info["cuda"] = torch.__version__, torch.version.cuda
+except Exception as e:
+    info["torch"] = f"missing ({e})"
+info["cpus"] = os.cpu_count()
+info["memTotalGiB"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+json.dump(info, open(sys.argv[1], "w"))
+print(json.dumps(info))
+EOF
+log "disk: $(df -h "$W" | tail -n1 | awk '{print $4" free on "$6}'); tmpfs: $(df -h "$IMG" | tail -n1 | awk '{print $4" free on "$6}')"
+[ -n "${CHECK_ONLY:-}" ] && exit 0
+
+drop_caches() {
+  sync
+  if echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then echo true; else echo false; fi
+}
+
+# ---- the floor: host<->device copy bandwidth
+log "bandwidth (pinned and pageable, 4 GiB)"
+"$PY" "$DEC" --bandwidth --bw-gib 4 --timings "$R/bandwidth.json" || log "bandwidth measurement failed"
+
+run_direct() {
+  local spec=$1 c ctx n model
+  IFS=: read -r c ctx n <<<"$spec"
+  model="$W/models/$c"
+  if [ ! -s "$model/config.json" ]; then
+    log "$c: creating random bf16 weights in $model"
+    "$PY" "$DEC" --create --config "$c" --model-dir "$model" || { log "$c: weight creation failed"; return 1; }
+  fi
+  local common=("$DEC" --config "$c" --model-dir "$model" --ctx "$ctx" --new-tokens "$n" --token-interval-ms "$TOKEN_INTERVAL_MS")
+  local dropped
+  dropped=$(drop_caches)
+  log "$c: reference run (uninterrupted; page cache dropped: $dropped)"
+  "$NODE" "$B/migrate.mjs" reference --label "$c" --python "$PY" \
+    --decoder-args "$(printf '%s\n' "${common[@]}" --out "$R/$c.ref.tokens" --timings "$R/$c.ref.timings.json" --reference | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')" \
+    --tokens "$R/$c.ref.tokens" --log "$R/$c.ref.log" --result "$R/$c.ref.launch.json" || { log "$c: reference run failed"; return 1; }
+  local via rc=0
+  for via in $VIA; do
+    dropped=$(drop_caches)
+    log "$c: migrated run via $via (page cache dropped: $dropped)"
+    "$NODE" "$B/migrate.mjs" migrate --label "$c" --via "$via" --python "$PY" \
+      --decoder-args "$(printf '%s\n' "${common[@]}" --out "$R/$c.$via.tokens" --timings "$R/$c.$via.timings.json" | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')" \
+      --tokens "$R/$c.$via.tokens" --timings "$R/$c.$via.timings.json" --log "$R/$c.$via.log" \
+      --work "$IMG/$c.$via" --criu "$CRIU" --helper "$HELPER" --migrate-at "$MIGRATE_AT" \
+      --reference-tokens "$R/$c.ref.tokens" --result "$R/$c.$via.migrate.json" --timeout-s "${MIGRATE_TIMEOUT_S:-400}" || rc=1
+    for f in "$IMG/$c.$via"/*/*.log; do [ -f "$f" ] && cp "$f" "$R/$c.$via.$(basename "$(dirname "$f")").$(basename "$f")"; done
+    rm -rf "${IMG:?}/$c.$via"
+  done
+  return $rc
+}
+
+run_agents() {
+  # The agent path: Redis, two agents (node A, node B) with their own AWS emulators, the decoder started under
+  # agent A's care, a spot interruption fired at A; spotwatch checkpoints it (CUDA hook + CRIU), streams it to B
+  # and restores it there. Needs the migration pipeline (issue 4) with the CUDA hook wired into the CRIU engine.
+  [ -s "$B/spotwatch.mjs" ] || die "agent path: no $B/spotwatch.mjs (bench/gpu/prepare.sh could not bundle the CLI)"
+  for cmd in agent run tasks simulate; do
+    "$NODE" "$B/spotwatch.mjs" "$cmd" --help >/dev/null 2>&1 || die "agent path: this build's CLI has no '$cmd' command yet; use SPOTWATCH_GPU_BENCH_PATH=direct"
+  done
+  "$NODE" "$B/spotwatch.mjs" agent --help 2>&1 | grep -qi 'engine\|checkpoint' ||
+    die "agent path: the agent cannot checkpoint tasks yet (migration pipeline pending); use SPOTWATCH_GPU_BENCH_PATH=direct"
+  die "agent path: wiring pending (start redis, 'spotwatch agent' x2, 'spotwatch run -- python3 decoder.py', 'spotwatch simulate aws interrupt'); use SPOTWATCH_GPU_BENCH_PATH=direct"
+}
+
+names=()
+for spec in $CONFIGS; do
+  for via in $VIA; do names+=("${spec%%:*}.$via"); done
+  case "$BENCH_PATH" in
+    direct) run_direct "$spec" || log "${spec%%:*}: FAILED" ;;
+    agents) run_agents "$spec" ;;
+    *) die "unknown SPOTWATCH_GPU_BENCH_PATH=$BENCH_PATH (direct|agents)" ;;
+  esac
+done
+
+"$NODE" "$B/migrate.mjs" report --configs "$(IFS=,; echo "${names[*]}")" --dir "$R" --results-dir "$RESULTS_DIR" --path "$BENCH_PATH"
+rc=$?
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT/logs"
+  cp "$RESULTS_DIR"/gpu-*.json "$OUT/" 2>/dev/null
+  (cd "$R" && tar -czf "$OUT/logs/gpu-bench-logs.tgz" --exclude='*.tokens' . 2>/dev/null)
+fi
+exit $rc
