@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { redactUrl } from '../config.js';
 import { createLogger } from '../logger.js';
 import { cloudSettings, CLOUD_OPTIONS, loadCloudConfig } from '../lookup/cloud-config.js';
 import { createInstanceLocator } from '../lookup/cloud-lookups.js';
@@ -32,13 +33,13 @@ export async function webhookCommand(argv: string[], io: CliIo): Promise<number>
   const cloud = config.lookup ? loadCloudConfig(tableInput(CLOUD_OPTIONS, values), io.env).config : undefined;
   const logger = createLogger({ level: config.logLevel, name: 'spotwatch-webhook' });
   logEffectiveWebhookConfig(logger, config, origins);
-  const queue = new BullmqNoticeQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, commandTimeoutMs: config.enqueueTimeoutMs });
+  const queue = new BullmqNoticeQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, commandTimeoutMs: Math.min(1000, config.enqueueTimeoutMs) });
   const locator = cloud ? createInstanceLocator({ settings: cloudSettings(cloud), logger }) : undefined;
   const server = new WebhookServer({ config, queue, logger, locator });
   const stopping = waitForShutdownSignal();
   try {
     await server.start();
-    if (!(await queue.ping())) logger.warn({ redisUrl: config.redisUrl.replace(/\/\/[^@]*@/, '//***@') }, 'Redis does not answer yet: deliveries are answered 503 until it does');
+    if (!(await queue.ping())) logger.warn({ redisUrl: redactUrl(config.redisUrl) }, 'Redis does not answer yet: deliveries are answered 503 until it does');
     const signal = await stopping;
     logger.info({ signal }, 'shutting down');
   } finally {
