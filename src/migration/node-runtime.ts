@@ -7,7 +7,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import type { CheckpointEngine, EngineFailure, EngineResult } from '../engines/checkpoint-engine.js';
 import { listenForImageStreams, tcpImageSink, type ImageStreamListener } from '../engines/criu/transport.js';
-import { pidExists, signalAll, waitGone } from '../engines/criu/proc.js';
+import { estimateImageBytes, pidExists, signalAll, waitGone } from '../engines/criu/proc.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -137,13 +137,21 @@ export class NodeRuntime {
     await this.watchTasks();
   }
 
-  /** Marks tasks whose process is gone as exited (a migrating task is the migration's business). */
+  /**
+   * Keeps this node's running tasks current: their memory as the kernel accounts it (the planner sizes
+   * reservations and time estimates from it), and `exited` once the process is gone. A migrating task is the
+   * migration's business.
+   */
   private async watchTasks(): Promise<void> {
     for (const task of await this.registry.tasksOnNode(this.o.nodeId)) {
-      if (task.nodeId === this.o.nodeId && task.state === 'running' && !pidExists(task.pid)) {
+      if (task.nodeId !== this.o.nodeId || task.state !== 'running') continue;
+      if (!pidExists(task.pid)) {
         await this.registry.updateTask(task.id, { state: 'exited' });
         this.logger.info({ taskId: task.id, pid: task.pid }, 'task exited');
+        continue;
       }
+      const memBytes = await estimateImageBytes(task.pid).catch(() => 0);
+      if (memBytes > 0 && Math.abs(memBytes - task.memBytes) > task.memBytes * 0.05) await this.registry.updateTask(task.id, { memBytes });
     }
   }
 
