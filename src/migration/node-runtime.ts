@@ -221,9 +221,12 @@ export class NodeRuntime {
         const { value } = result;
         await this.registry.updateMigration(current.id, { frozenAt: value.frozenAt, bytesSent: value.imageBytes, phases: prefixed('source', value.phases) });
         this.o.metrics.bytesMovedTotal.inc(value.imageBytes);
-        const dumpMs = value.phases.dump ?? value.phases.transfer;
-        if (dumpMs) await this.registry.recordRate('dump', (value.imageBytes * 1000) / dumpMs);
-        if (value.phases.transfer) await this.registry.recordRate('transfer', (value.imageBytes * 1000) / value.phases.transfer);
+        // Dump and transfer are one pipelined stage (pages stream while CRIU writes them): one rate for both.
+        const streamMs = (value.phases.dump ?? 0) + (value.phases.transfer ?? 0);
+        if (streamMs > 0) {
+          await this.registry.recordRate('dump', (value.imageBytes * 1000) / streamMs);
+          await this.registry.recordRate('transfer', (value.imageBytes * 1000) / streamMs);
+        }
         this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
         rmSync(localDir, { recursive: true, force: true });
         return;

@@ -4,110 +4,47 @@
  * `spotwatch run`. A spot interruption on node A must move the task to another node, where its token stream
  * continues exactly as an uninterrupted run would: no gap, no repeat, prefill once.
  */
-import { execFileSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { awsProvider } from '../../providers/aws/index.js';
+import { LocalCluster } from '../../src/dev/local-cluster.js';
 import { locateCriu } from '../../src/engines/criu/criu-binary.js';
-import type { EmulatorHandle } from '../../src/provider.js';
-import { Registry } from '../../src/registry/registry.js';
+import type { Registry } from '../../src/registry/registry.js';
 import type { MigrationRecord, TaskRecord } from '../../src/registry/types.js';
 import { waitFor } from '../support/agent-harness.js';
-import { runCli, spawnCli } from '../support/spawn-cli.js';
+import { runCli } from '../support/spawn-cli.js';
 
 const redisUrl = inject('redisUrl');
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const TOY = join(ROOT, 'examples/toy-llm/toy-llm.mjs');
-const TOKEN = 'e2e-cluster-token-0123456789abcdef';
 
 const criu = await locateCriu();
 const ready = criu.ok && process.getuid?.() === 0;
 if (!ready && process.env.CI) throw new Error(`CRIU is required for the migration tests under CI: ${criu.ok ? 'not root' : criu.reason}`);
 
-interface Node {
-  id: string;
-  emulator: EmulatorHandle;
-  agent: ChildProcess;
-  log: () => string;
-}
+const entry = fileURLToPath(new URL('../../src/cli/run.ts', import.meta.url));
 
-interface Cluster {
-  prefix: string;
-  dir: string;
-  registry: Registry;
-  nodes: Map<string, Node>;
-  startNode(id: string, options?: { lifecycle?: 'spot' | 'on-demand' }): Promise<Node>;
+interface Cluster extends LocalCluster {
   runToy(nodeId: string, options: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string }): Promise<{ out: string; args: string[] }>;
-  close(): Promise<void>;
 }
 
 async function cluster(): Promise<Cluster> {
-  const prefix = `e2e${randomBytes(3).toString('hex')}`;
-  const dir = mkdtempSync(join(tmpdir(), 'spotwatch-e2e-'));
-  const registry = new Registry(redisUrl, prefix);
-  const nodes = new Map<string, Node>();
-  const env = { REDIS_URL: redisUrl, SPOTWATCH_QUEUE_PREFIX: prefix };
-  return {
-    prefix,
-    dir,
-    registry,
-    nodes,
-    async startNode(id, options = {}) {
-      const emulator = await awsProvider.startEmulator({ host: '127.0.0.1', port: 0, instanceId: `i-0${randomBytes(8).toString('hex')}` });
-      await fetch(`${emulator.controlUrl}/identity`, { method: 'POST', body: JSON.stringify({ lifecycle: options.lifecycle ?? 'spot', zone: `us-east-1${id === 'node-a' ? 'a' : 'b'}` }) });
-      const nodeDir = join(dir, id);
-      mkdirSync(nodeDir, { recursive: true });
-      const agent = spawnCli(
-        [
-          'agent', '--provider', 'aws', '--metadata-endpoint', emulator.url, '--node-id', id, '--http-port', '0', '--poll-interval', '100',
-          '--cluster-token', TOKEN, '--peer-host', '127.0.0.1', '--peer-port', '0', '--advertise-host', '127.0.0.1',
-          '--image-dir', join(nodeDir, 'images'), '--storage-dir', join(nodeDir, 'storage'), '--spool', join(nodeDir, 'spool.jsonl'),
-          '--heartbeat-interval', '300', '--log-level', 'info',
-        ],
-        env,
-      );
-      let log = '';
-      agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-      const node = { id, emulator, agent, log: () => log };
-      nodes.set(id, node);
-      await waitFor(`agent ${id} to be ready`, 20_000, () => {
-        if (agent.exitCode !== null) throw new Error(`agent ${id} exited: ${log}`);
-        return log.includes('migration runtime ready') && log.includes('watching for interruption notices') ? true : undefined;
-      });
-      return node;
-    },
-    async runToy(nodeId, o) {
-      const out = join(dir, `${o.id}.tokens`);
+  const c = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: ['--import', 'tsx', entry] }, env: { UV_USE_IO_URING: '0' } });
+  return Object.assign(c, {
+    async runToy(nodeId: string, o: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string }) {
+      const out = join(c.dir, `${o.id}.tokens`);
       const args = ['--prompt-tokens', '64', '--state-mib', String(o.stateMib), '--tokens', String(o.tokens), '--interval-ms', String(o.intervalMs), '--seed', '11'];
       const result = await runCli(
-        ['run', '--id', o.id, '--node-id', nodeId, '--fallback', o.fallback ?? 'checkpoint-to-storage', '--log', join(dir, `${o.id}.log`), '--', process.execPath, TOY, ...args, '--out', out],
-        { env: { ...env, UV_USE_IO_URING: '0' } },
+        ['run', '--id', o.id, '--node-id', nodeId, '--fallback', o.fallback ?? 'checkpoint-to-storage', '--log', join(c.dir, `${o.id}.log`), '--', process.execPath, TOY, ...args, '--out', out],
+        { env: { REDIS_URL: redisUrl, SPOTWATCH_QUEUE_PREFIX: c.prefix, UV_USE_IO_URING: '0' } },
       );
       expect(result.code, result.stderr).toBe(0);
       await waitFor(`${o.id} to finish prefill and decode a few tokens`, 20_000, () => (existsSync(out) && readFileSync(out, 'utf8').split('\n').filter((l) => /^\d+ /.test(l)).length >= 10 ? true : undefined));
       return { out, args };
     },
-    async close() {
-      for (const node of nodes.values()) {
-        node.agent.kill('SIGKILL');
-        await node.emulator.close();
-      }
-      for (const task of await registry.listTasks()) {
-        try {
-          process.kill(task.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      await registry.redis.eval(`for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end`, 0, `${prefix}:*`);
-      await registry.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  });
 }
 
 function tokenLines(file: string): string[] {
@@ -133,9 +70,9 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
   it('moves the toy LLM from a reclaimed spot node to a healthy node, continuing at the next token', async () => {
     c = await cluster();
     await c.startNode('node-a');
-    await c.startNode('node-b');
+    await c.startNode('node-b', { zone: 'us-east-1b' });
     const toy = await c.runToy('node-a', { id: 'toy-1', stateMib: 64, tokens: 250, intervalMs: 20 });
-    await fetch(`${c.nodes.get('node-a')!.emulator.controlUrl}/interrupt`, { method: 'POST', body: JSON.stringify({ timeLeft: 120 }) });
+    await c.interrupt('node-a');
     const task = await waitFor('the task to run on node-b', 30_000, async () => {
       const t = await c!.registry.getTask('toy-1');
       return t?.nodeId === 'node-b' && t.state === 'running' ? t : undefined;
@@ -162,7 +99,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     await c.startNode('node-a');
     const toy = await c.runToy('node-a', { id: 'toy-alone', stateMib: 16, tokens: 2000, intervalMs: 20, fallback: 'stop' });
     void toy;
-    await fetch(`${c.nodes.get('node-a')!.emulator.controlUrl}/interrupt`, { method: 'POST', body: JSON.stringify({ timeLeft: 120 }) });
+    await c.interrupt('node-a');
     const migration = await waitFor('the fallback to be applied', 20_000, async () => {
       const m = await migrationOf(c!.registry, 'toy-alone');
       return m?.outcome ? m : undefined;
@@ -183,7 +120,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     const b = await c.startNode('node-b', { lifecycle: 'on-demand' }); // preferred target
     await c.startNode('node-c');
     const toy = await c.runToy('node-a', { id: 'toy-3', stateMib: 384, tokens: 400, intervalMs: 10 });
-    await fetch(`${c.nodes.get('node-a')!.emulator.controlUrl}/interrupt`, { method: 'POST', body: JSON.stringify({ timeLeft: 120 }) });
+    await c.interrupt('node-a');
     await waitFor('the stream to node-b to start', 20_000, async () => {
       const m = await migrationOf(c!.registry, 'toy-3');
       return m && m.targetNodeId === 'node-b' && m.bytesSent > 0 ? true : undefined;
