@@ -4,6 +4,7 @@
  */
 const BENCHES: Record<string, () => Promise<{ run(argv: string[]): Promise<void> }>> = {
   detect: () => import('./detect.js'),
+  migrate: () => import('./migrate.js'),
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -1,0 +1,251 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { LocalCluster } from '../src/dev/local-cluster.js';
+import { CriuEngine } from '../src/engines/criu/index.js';
+import { silentLogger } from '../src/logger.js';
+import { makeNotice } from '../src/notice.js';
+import { Planner } from '../src/migration/planner.js';
+import { Registry } from '../src/registry/registry.js';
+import type { NodeRecord, TaskRecord } from '../src/registry/types.js';
+import { LocalRedis } from '../src/util/local-redis.js';
+import { finish, printTable, round } from './report.js';
+
+/**
+ * bench/migrate: the toy LLM holding 64, 256 and 1024 MiB is migrated between two real agents (real CRIU,
+ * image directories on tmpfs), and compared with baselines measured in the same run on the same bytes:
+ * raw loopback TCP throughput, CRIU dump to tmpfs alone, and CRIU restore from tmpfs alone. Then the
+ * planner: 1,000 noticed nodes × 4 tasks against 1,000 healthy nodes in one Redis.
+ */
+const bin = fileURLToPath(new URL('../../bin/spotwatch.js', import.meta.url));
+const TOY = fileURLToPath(new URL('../../examples/toy-llm/toy-llm.mjs', import.meta.url));
+const MiB = 1024 * 1024;
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { sizes: { type: 'string', default: '64,256,1024' }, nodes: { type: 'string', default: '1000' }, tasks: { type: 'string', default: '4' } } });
+  const sizes = values.sizes === 'none' ? [] : values.sizes.split(',').map(Number);
+  const redis = await LocalRedis.start();
+  const shm = existsSync('/dev/shm') ? '/dev/shm' : undefined;
+  const results: Awaited<ReturnType<typeof measureSize>>[] = [];
+  try {
+    for (const mib of sizes) results.push(await measureSize(redis.url, mib, shm));
+    const plan = await measurePlanning(redis.url, Number(values.nodes), Number(values.tasks));
+
+    process.stdout.write('\nmigration of the toy LLM between two agents (image dirs on tmpfs)\n');
+    printTable(
+      ['state', 'image', 'raw TCP MB/s', 'stream MB/s', 'transfer ratio', 'dump alone', 'restore alone', 'raw transfer', 'slowest stage', 'downtime', 'downtime ratio'],
+      results.map((r) => [
+        `${r.stateMib} MiB`,
+        `${round(r.imageBytes / MiB, 1)} MiB`,
+        round(r.rawMBps, 0),
+        round(r.streamMBps, 0),
+        round(r.transferRatio, 2),
+        `${r.dumpAloneMs} ms`,
+        `${r.restoreAloneMs} ms`,
+        `${round(r.rawTransferMs, 0)} ms`,
+        `${round(r.slowestStageMs, 0)} ms`,
+        `${r.downtimeMs} ms`,
+        round(r.downtimeRatio, 2),
+      ]),
+    );
+    process.stdout.write(`\nplanning ${plan.notices} noticed nodes × ${plan.tasksPerNode} tasks against ${plan.healthy} healthy nodes: ${round(plan.seconds, 3)} s, ${plan.placed} placed, ${plan.fallbacks} fallbacks, ${plan.overcommits} overcommitted nodes (target < 2 s, 0)\n`);
+    process.stdout.write('targets: transfer ratio ≥ 0.8 of raw loopback TCP; downtime ≤ 1.25 × the slowest single stage\n');
+    const worst = <K extends 'transferRatio' | 'downtimeRatio'>(k: K, pick: (a: number, b: number) => number) => (results.length > 0 ? results.map((r) => r[k]).reduce((a, b) => pick(a, b)) : NaN);
+    finish(
+      'migrate',
+      {
+        bench: 'migrate',
+        transferRatio: round(worst('transferRatio', Math.min), 3),
+        downtimeRatio: round(worst('downtimeRatio', Math.max), 3),
+        planSeconds: round(plan.seconds, 3),
+        overcommits: plan.overcommits,
+        sizes: results.map((r) => ({ stateMib: r.stateMib, imageMiB: round(r.imageBytes / MiB, 1), downtimeMs: r.downtimeMs, transferRatio: round(r.transferRatio, 3), downtimeRatio: round(r.downtimeRatio, 3) })),
+      },
+      { results, plan },
+    );
+  } finally {
+    await redis.destroy();
+  }
+}
+
+/** Starts the toy LLM in its own session; resolves once it decodes. */
+async function startToy(dir: string, stateMib: number): Promise<{ pid: number; out: string }> {
+  const out = join(dir, `toy-${stateMib}-${randomBytes(2).toString('hex')}.tokens`);
+  const err = openSync(join(dir, 'toy.err'), 'a');
+  const child = spawn(process.execPath, [TOY, '--prompt-tokens', '64', '--state-mib', String(stateMib), '--tokens', '0', '--interval-ms', '20', '--prefill-rounds', '50', '--out', out], {
+    detached: true,
+    stdio: ['ignore', 'ignore', err],
+    env: { ...process.env, UV_USE_IO_URING: '0' },
+  });
+  closeSync(err);
+  child.unref();
+  const deadline = Date.now() + 60_000;
+  while (!(existsSync(out) && /^\d+ \d+$/m.test(readFileSync(out, 'utf8')))) {
+    if (Date.now() > deadline) throw new Error(`toy LLM (${stateMib} MiB) did not start decoding`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { pid: child.pid!, out };
+}
+
+/** Raw loopback TCP: the time to push `bytes` through one socket, nothing else. */
+async function rawLoopback(bytes: number): Promise<number> {
+  const chunk = Buffer.alloc(4 * MiB, 7);
+  return new Promise((resolve, reject) => {
+    let received = 0;
+    let started = 0;
+    const server = createServer((socket) => {
+      socket.on('data', (d: Buffer) => {
+        received += d.length;
+        if (received >= bytes) {
+          const ms = Number(process.hrtime.bigint() - BigInt(started)) / 1e6;
+          socket.destroy();
+          server.close();
+          resolve(ms);
+        }
+      });
+    });
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      const socket = connect(port, '127.0.0.1', () => {
+        started = Number(process.hrtime.bigint());
+        let sent = 0;
+        const pump = () => {
+          while (sent < bytes) {
+            sent += chunk.length;
+            if (!socket.write(chunk)) return void socket.once('drain', pump);
+          }
+        };
+        pump();
+      });
+      socket.on('error', () => {});
+    });
+    server.on('error', reject);
+  });
+}
+
+async function measureSize(redisUrl: string, stateMib: number, baseDir: string | undefined) {
+  const scratch = mkdtempSync(join(baseDir ?? '/tmp', 'spotwatch-bench-'));
+  const engine = new CriuEngine();
+  try {
+    // Stage baselines on the same task: dump to tmpfs (task left running), then restore from tmpfs.
+    const baseline = await startToy(scratch, stateMib);
+    const dumpDir = join(scratch, 'dump');
+    const dumped = await engine.checkpoint({ task: { kind: 'process', pid: baseline.pid }, migrationId: 'bench-dump', destination: { kind: 'directory', path: dumpDir }, deadline: Date.now() + 120_000 });
+    if (dumped.status !== 'ok') throw new Error(`dump baseline failed: ${dumped.code}: ${dumped.message}`);
+    const imageBytes = dumped.value.imageBytes;
+    const restored = await engine.restore({ migrationId: 'bench-dump', source: { kind: 'directory', path: dumpDir }, deadline: Date.now() + 120_000 });
+    if (restored.status !== 'ok') throw new Error(`restore baseline failed: ${restored.code}: ${restored.message}`);
+    const restoreAloneMs = restored.value.phases.restore ?? restored.durationMs;
+    if (restored.value.task.kind === 'process') process.kill(restored.value.task.pid, 'SIGKILL');
+    rmSync(dumpDir, { recursive: true, force: true });
+    const rawTransferMs = await rawLoopback(imageBytes);
+    const rawMBps = imageBytes / MiB / (rawTransferMs / 1000);
+
+    // The real path: two agents, a spot interruption, a streamed checkpoint, a restore on the other node.
+    const cluster = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: [bin] }, baseDir, env: { UV_USE_IO_URING: '0' } });
+    try {
+      await cluster.startNode('node-a');
+      await cluster.startNode('node-b', { zone: 'us-east-1b' });
+      const toy = await startToy(scratch, stateMib);
+      execFileSync(process.execPath, [bin, 'run', '--pid', String(toy.pid), '--id', `toy-${stateMib}`, '--node-id', 'node-a'], { env: cluster.env });
+      // Let the agent measure the task's memory before the notice (planning sizes the reservation from it).
+      await new Promise((r) => setTimeout(r, 1000));
+      await cluster.interrupt('node-a');
+      const deadline = Date.now() + 180_000;
+      for (;;) {
+        const task = await cluster.registry.getTask(`toy-${stateMib}`);
+        const m = task?.lastMigrationId ? await cluster.registry.getMigration(task.lastMigrationId) : undefined;
+        if (m?.outcome) {
+          if (m.outcome !== 'migrated') throw new Error(`migration of ${stateMib} MiB ${m.outcome}: ${m.reason}`);
+          const streamMs = (m.phases['source.dump'] ?? 0) + (m.phases['source.transfer'] ?? 0);
+          const streamMBps = m.bytesSent / MiB / (streamMs / 1000);
+          const slowestStageMs = Math.max(dumped.value.phases.dump ?? dumped.durationMs, rawTransferMs, restoreAloneMs);
+          return {
+            stateMib,
+            imageBytes: m.bytesSent,
+            rawMBps,
+            streamMBps,
+            transferRatio: streamMBps / rawMBps,
+            dumpAloneMs: dumped.value.phases.dump ?? dumped.durationMs,
+            restoreAloneMs,
+            rawTransferMs,
+            slowestStageMs,
+            downtimeMs: m.downtimeMs ?? NaN,
+            downtimeRatio: (m.downtimeMs ?? NaN) / slowestStageMs,
+            phases: m.phases,
+          };
+        }
+        if (Date.now() > deadline) throw new Error(`migration of ${stateMib} MiB did not finish in 180 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await cluster.close();
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Planning at scale: every noticed node's tasks placed with atomic reservations; then count overcommits. */
+async function measurePlanning(redisUrl: string, count: number, tasksPerNode: number) {
+  const GiB = 1024 ** 3;
+  const registry = new Registry(redisUrl, `plan${randomBytes(3).toString('hex')}`);
+  const node = (id: string, i: number): NodeRecord => ({
+    id,
+    provider: 'aws',
+    instanceId: `i-${id}`,
+    zone: `us-east-1${'abc'[i % 3]}`,
+    capacityPool: `p5/${i % 7}`,
+    lifecycle: i % 5 === 0 ? 'on-demand' : 'spot',
+    memTotalBytes: 16 * GiB,
+    memFreeBytes: 6 * GiB,
+    gpuModel: '',
+    gpuCount: 0,
+    gpuFreeBytes: 0,
+    draining: false,
+    noticeId: '',
+    peerAddress: '127.0.0.1:1',
+    heartbeatAt: Date.now(),
+  });
+  for (let i = 0; i < count; i++) await registry.heartbeat(node(`healthy-${i}`, i), 600_000);
+  for (let i = 0; i < count; i++) {
+    await registry.heartbeat(node(`noticed-${i}`, i), 600_000);
+    for (let k = 0; k < tasksPerNode; k++) {
+      const task: TaskRecord = {
+        id: `t-${i}-${k}`, nodeId: `noticed-${i}`, pid: 1, engine: 'criu', memBytes: GiB, gpuMemBytes: 0, gpuModel: '', priority: k, fallback: 'none',
+        state: 'running', command: [], logPath: '', startedAt: Date.now(), updatedAt: Date.now(), migrations: 0, lastMigrationId: '',
+      };
+      await registry.putTask(task);
+    }
+  }
+  // Several planners, as several agents would run them, with the notices spread among them.
+  const planners = Array.from({ length: 8 }, () => new Planner({ registry, logger: silentLogger, dispatch: async () => {}, defaultRates: { dump: 2000 * MiB, transfer: 2000 * MiB, restore: 2000 * MiB } }));
+  const notices = Array.from({ length: count }, (_, i) =>
+    makeNotice({ provider: 'aws', kind: 'interruption', action: 'terminate', instanceId: `i-noticed-${i}`, deadline: new Date(Date.now() + 120_000), detectedAt: new Date(), source: 'imds', identity: 'interruption-episode' }),
+  );
+  const started = process.hrtime.bigint();
+  const plans = await Promise.all(notices.map((n, i) => planners[i % planners.length]!.planNotice(n)));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const taskPlans = plans.flatMap((p) => p.tasks);
+  let overcommits = 0;
+  for (let i = 0; i < count; i++) {
+    const reserved = await registry.reservedOn(`healthy-${i}`);
+    if (reserved.memBytes > 6 * GiB) overcommits++;
+  }
+  for (let i = 0; i < count; i++) if ((await registry.reservedOn(`noticed-${i}`)).memBytes > 0) overcommits++;
+  await registry.redis.eval(`for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end`, 0, `${(registry as unknown as { ns: string }).ns}*`).catch(() => {});
+  await registry.close();
+  return {
+    notices: count,
+    tasksPerNode,
+    healthy: count,
+    seconds,
+    placed: taskPlans.filter((t) => t.decision === 'migrate').length,
+    fallbacks: taskPlans.filter((t) => t.decision === 'fallback').length,
+    overcommits,
+  };
+}
