@@ -104,3 +104,26 @@ export class ChainedInstanceLocator implements InstanceLocator {
     return info;
   }
 }
+
+/**
+ * A `RegistryLookup` over anything shaped like the node registry (`nodeByInstance` + `getNode`), typed
+ * structurally so this module does not depend on the registry's. Not wired anywhere yet: the registry's owner
+ * passes `registryLookupFrom(registry)` to `createInstanceLocator` / `ChainedInstanceLocator`.
+ */
+export function registryLookupFrom(registry: {
+  nodeByInstance(provider: string, instanceId: string): Promise<string | undefined>;
+  getNode(id: string): Promise<{ id: string; zone?: string; lifecycle?: Lifecycle; capacityPool?: string; draining?: boolean; healthy?: boolean } | undefined>;
+}): RegistryLookup {
+  return async (provider, instanceId) => {
+    const nodeId = await registry.nodeByInstance(provider, instanceId);
+    if (!nodeId) return undefined;
+    const node = await registry.getNode(nodeId);
+    if (!node) return { nodeId };
+    return {
+      nodeId: node.id,
+      zone: node.zone || undefined,
+      lifecycle: node.lifecycle ?? 'unknown',
+      labels: { ...(node.capacityPool ? { capacityPool: node.capacityPool } : {}), ...(node.draining !== undefined ? { draining: String(node.draining) } : {}), ...(node.healthy !== undefined ? { healthy: String(node.healthy) } : {}) },
+    };
+  };
+}

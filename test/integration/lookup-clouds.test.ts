@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { awsInstanceLookup } from '../../providers/aws/sdk-client.js';
 import { azureInstanceLookup } from '../../providers/azure/sdk-client.js';
 import { gcpInstanceLookup } from '../../providers/gcp/sdk-client.js';
-import { ChainedInstanceLocator, LookupError, type RegistryLookup } from '../../src/lookup/instance-locator.js';
+import { ChainedInstanceLocator, LookupError, registryLookupFrom, type RegistryLookup } from '../../src/lookup/instance-locator.js';
 import { startFakeArm, startFakeCompute, startFakeEc2, type FakeApi } from '../fixtures/webhook/cloud-apis.js';
 import { makeTestPki, type TestPki } from '../fixtures/webhook/pki.js';
 
@@ -95,5 +95,15 @@ describe('instance lookup through the real cloud SDKs against local API servers'
     const flaky = new ChainedInstanceLocator({ registryLookup: () => Promise.reject(new Error('redis down')), clouds: { aws } });
     expect(await flaky.locate('aws', 'i-0123456789abcdef0')).toMatchObject({ source: 'cloud', name: 'gpu-a' });
     expect(asked).toEqual(['aws/i-0123456789abcdef0', 'aws/i-0fedcba9876543210', 'aws/i-0fedcba9876543210', 'gcp/1', 'azure/x']);
+  });
+
+  it('registryLookupFrom adapts a registry-shaped object (nodeByInstance + getNode)', async () => {
+    const registry = {
+      nodeByInstance: (provider: string, instanceId: string) => Promise.resolve(provider === 'gcp' && instanceId === '42' ? 'node-g' : undefined),
+      getNode: (id: string) => Promise.resolve({ id, zone: 'us-central1-a', lifecycle: 'spot' as const, capacityPool: 'a3-highgpu-8g/us-central1-a', draining: false, healthy: true }),
+    };
+    const locator = new ChainedInstanceLocator({ registryLookup: registryLookupFrom(registry) });
+    expect(await locator.locate('gcp', '42')).toMatchObject({ source: 'registry', nodeId: 'node-g', zone: 'us-central1-a', lifecycle: 'spot', labels: { capacityPool: 'a3-highgpu-8g/us-central1-a', healthy: 'true' } });
+    expect(await locator.locate('gcp', '43')).toBeUndefined();
   });
 });

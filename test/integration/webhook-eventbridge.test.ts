@@ -1,9 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { request as httpsRequest } from 'node:https';
 import { awsParsers } from '../../providers/aws/parsers.js';
+import type { InstanceLocator } from '../../src/lookup/instance-locator.js';
 import { LocalRedis } from '../../src/util/local-redis.js';
 import { awsAgentHarness, waitFor, type AwsAgentHarness } from '../support/agent-harness.js';
 import { spotWarning, unrelatedEvent } from '../fixtures/webhook/events.js';
 import { startWebhook, type WebhookHarness } from '../fixtures/webhook/harness.js';
+import { makeTestPki } from '../fixtures/webhook/pki.js';
 
 const redisUrl = inject('redisUrl');
 const SECRET = 'eb-secret-0123456789abcdef';
@@ -148,5 +151,37 @@ describe('webhook: rate limit, Redis down, and the agent seeing the same notice'
     expect(response.status).toBe(200);
     expect(response.json.notices).toMatchObject([{ id: jobs[0]!.id, result: 'duplicate' }]);
     expect(await agent.jobs()).toHaveLength(1);
+  });
+});
+
+describe('webhook: HTTPS and instance lookup', () => {
+  it('serves HTTPS with --tls-cert/--tls-key and, with a locator, logs the node of each new notice', async () => {
+    const pki = makeTestPki(['localhost']);
+    const asked: string[] = [];
+    const locator: InstanceLocator = {
+      locate: (provider, instanceId) => {
+        asked.push(`${provider}/${instanceId}`);
+        return Promise.resolve({ provider, instanceId, source: 'registry', nodeId: 'node-7', lifecycle: 'spot' });
+      },
+    };
+    const webhook = await startWebhook({ redisUrl, config: { eventbridgeSecret: SECRET, tlsCert: pki.serverCertFile, tlsKey: pki.serverKeyFile }, locator });
+    try {
+      expect(webhook.url).toMatch(/^https:/);
+      const body = JSON.stringify(spotWarning({ instanceId: 'i-0a1a1a1a1a1a1a1a1' }));
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(`${webhook.url}/v1/events/eventbridge`, { method: 'POST', ca: pki.caPem, headers: { ...auth, 'content-type': 'application/json' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+      expect(status).toBe(200);
+      await waitFor('the lookup log line', 2000, () => (webhook.logs.some((l) => l.msg === 'notice instance located' && (l.node as { nodeId?: string } | null)?.nodeId === 'node-7') ? true : undefined));
+      expect(asked).toEqual(['aws/i-0a1a1a1a1a1a1a1a1']);
+    } finally {
+      await webhook.close();
+      pki.cleanup();
+    }
   });
 });
