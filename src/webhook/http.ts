@@ -57,11 +57,17 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > limit) throw new WebhookRejection(413, 'too_large', `body is larger than the ${limit}-byte limit`);
-    chunks.push(buf);
+  try {
+    for await (const chunk of req) {
+      const buf = chunk as Buffer;
+      size += buf.length;
+      if (size > limit) throw new WebhookRejection(413, 'too_large', `body is larger than the ${limit}-byte limit`);
+      chunks.push(buf);
+    }
+  } catch (err) {
+    if (err instanceof WebhookRejection) throw err;
+    // The sender went away mid-body (aborted, reset): nothing to store, nobody to answer.
+    throw malformed(`request body was cut off (${err instanceof Error ? err.message : String(err)})`);
   }
   return Buffer.concat(chunks);
 }
