@@ -48,7 +48,9 @@ export interface NoticePlan {
 }
 
 const MB = 1024 * 1024;
-const SNAPSHOT_MAX_AGE_MS = 500;
+// Only the order of candidates comes from the snapshot (the reservation script re-checks every one), so it may
+// be a little stale; reloading thousands of nodes per notice would cost more than it saves.
+const SNAPSHOT_MAX_AGE_MS = 2000;
 
 /**
  * Turns a notice into migrations: marks the node draining, ranks healthy targets, reserves capacity atomically,
@@ -57,7 +59,7 @@ const SNAPSHOT_MAX_AGE_MS = 500;
  * reason recorded. Idempotent per notice: a notice planned twice (at-least-once delivery) plans nothing new.
  */
 export class Planner {
-  private snapshot: { at: number; nodes: (NodeRecord & { healthy: boolean })[] } | undefined;
+  private snapshot: { at: number; nodes: (NodeRecord & { healthy: boolean })[]; byId: Map<string, NodeRecord & { healthy: boolean }> } | undefined;
   private snapshotLoad: Promise<(NodeRecord & { healthy: boolean })[]> | undefined;
   private readonly o: Required<Omit<PlannerOptions, 'registry' | 'logger' | 'dispatch'>> & Pick<PlannerOptions, 'registry' | 'logger' | 'dispatch'>;
 
@@ -98,7 +100,7 @@ export class Planner {
     let busyUntil = now;
     for (const task of tasks) {
       const migrationId = migrationIdFor(notice.id, task.id);
-      if (await this.o.registry.getMigration(migrationId)) {
+      if (await this.o.registry.migrationExists(migrationId)) {
         plans.push({ taskId: task.id, migrationId, decision: 'skip', reason: 'already planned for this notice', estimatedMs: 0 });
         continue;
       }
@@ -126,18 +128,21 @@ export class Planner {
         plans.push(await this.fallback(base, task, 'deadline', reason));
         continue;
       }
-      const candidates = this.rank(nodes, source, task);
       const reservationId = `${migrationId}:${randomUUID().slice(0, 8)}`;
-      const reserved = await this.reserveAmong(candidates, reservationId, task);
+      const reserved = await this.reserveAmong(this.candidates(nodes, source, task), reservationId, task);
       if (!reserved.nodeId) {
-        const refused = Object.entries(reserved.refused).map(([id, r]) => `${id}: ${r}`).join(', ');
-        const reason = candidates.length === 0 ? 'no healthy node with room for it' : `every candidate refused (${refused})`;
+        const refusedIds = Object.keys(reserved.refused);
+        const refused = refusedIds.slice(0, 5).map((id) => `${id}: ${reserved.refused[id]}`).join(', ');
+        const reason = refusedIds.length === 0 ? 'no healthy node with room for it' : `every candidate refused (${refused}${refusedIds.length > 5 ? `, and ${refusedIds.length - 5} more` : ''})`;
         plans.push(await this.fallback(base, task, 'no-target', reason));
         continue;
       }
       busyUntil = finishAt;
-      await this.o.registry.putMigration({ ...base, targetNodeId: reserved.nodeId, reservationId, targetsTried: [reserved.nodeId] });
-      await this.o.registry.updateTask(task.id, { state: 'migrating', lastMigrationId: migrationId });
+      // The record and the task state must exist before the job can run; the two writes are independent.
+      await Promise.all([
+        this.o.registry.putMigration({ ...base, targetNodeId: reserved.nodeId, reservationId, targetsTried: [reserved.nodeId] }),
+        this.o.registry.updateTask(task.id, { state: 'migrating', lastMigrationId: migrationId }),
+      ]);
       await this.o.dispatch(nodeId, { type: 'checkpoint', migrationId });
       plans.push({ taskId: task.id, migrationId, decision: 'migrate', targetNodeId: reserved.nodeId, reason: `reserved on ${reserved.nodeId}`, estimatedMs });
     }
@@ -149,18 +154,23 @@ export class Planner {
   async reserveFor(task: TaskRecord, sourceNodeId: string, migrationId: string, exclude: string[]): Promise<{ nodeId?: string; reservationId: string; refused: Record<string, string> }> {
     const nodes = await this.nodes(Date.now(), true);
     const source = await this.o.registry.getNode(sourceNodeId);
-    const candidates = this.rank(nodes, source, task).filter((id) => !exclude.includes(id));
     const reservationId = `${migrationId}:${randomUUID().slice(0, 8)}`;
-    return { ...(await this.reserveAmong(candidates, reservationId, task)), reservationId };
+    return { ...(await this.reserveAmong(this.candidates(nodes, source, task, exclude), reservationId, task)), reservationId };
   }
 
-  private async reserveAmong(candidates: string[], reservationId: string, task: TaskRecord): Promise<{ nodeId?: string; refused: Record<string, string> }> {
+  private async reserveAmong(candidates: Iterator<string>, reservationId: string, task: TaskRecord): Promise<{ nodeId?: string; refused: Record<string, string> }> {
     const refused: Record<string, string> = {};
     // Offer the script a few candidates at a time; it takes the first that still has room.
-    for (let i = 0; i < candidates.length; i += this.o.candidatesPerAttempt) {
+    for (;;) {
+      const batch: string[] = [];
+      for (let next = candidates.next(); !next.done; next = candidates.next()) {
+        batch.push(next.value);
+        if (batch.length === this.o.candidatesPerAttempt) break;
+      }
+      if (batch.length === 0) return { refused };
       const result = await this.o.registry.reserve({
         reservationId,
-        candidates: candidates.slice(i, i + this.o.candidatesPerAttempt),
+        candidates: batch,
         memBytes: task.memBytes,
         gpuBytes: task.gpuMemBytes,
         gpuModel: task.gpuMemBytes > 0 ? task.gpuModel : '',
@@ -168,31 +178,76 @@ export class Planner {
         ttlMs: this.o.reservationTtlMs,
       });
       Object.assign(refused, result.refused);
+      this.learn(task, result);
       if (result.nodeId) return { nodeId: result.nodeId, refused };
     }
-    return { refused };
   }
 
   /**
-   * Healthy, not draining, not noticed, room for the task (from the snapshot; the script re-checks), same GPU
-   * model for a GPU task; on-demand first, then another capacity pool, then another zone, then most free memory.
+   * Targets for a task, best first, lazily: healthy, not draining, not noticed (as of the snapshot — the
+   * reservation script checks again), room for the task, the same GPU model for a GPU task. Preference:
+   * on-demand first, then another capacity pool, then another zone; among equally preferred targets the order
+   * is rotated at random, so concurrent planners spread out instead of all contending for the same node.
    */
-  rank(nodes: (NodeRecord & { healthy: boolean })[], source: NodeRecord | undefined, task: TaskRecord): string[] {
-    const fits = nodes.filter(
-      (n) =>
-        n.id !== task.nodeId &&
-        n.healthy &&
-        !n.draining &&
-        n.noticeId === '' &&
-        n.memFreeBytes >= task.memBytes &&
-        (task.gpuMemBytes === 0 || (n.gpuModel === task.gpuModel && n.gpuFreeBytes >= task.gpuMemBytes)),
-    );
+  *candidates(nodes: (NodeRecord & { healthy: boolean })[], source: NodeRecord | undefined, task: TaskRecord, exclude: string[] = []): Generator<string> {
+    for (const group of this.preferenceGroups(nodes, source)) {
+      const start = Math.floor(Math.random() * group.length);
+      for (let i = 0; i < group.length; i++) {
+        const n = group[(start + i) % group.length]!;
+        // Re-checked here: what reservations taught this planner since the snapshot (see learn()).
+        if (!n.healthy || n.draining || n.noticeId !== '') continue;
+        if (n.id === task.nodeId || exclude.includes(n.id) || n.memFreeBytes < task.memBytes) continue;
+        if (task.gpuMemBytes > 0 && (n.gpuModel !== task.gpuModel || n.gpuFreeBytes < task.gpuMemBytes)) continue;
+        yield n.id;
+      }
+    }
+  }
+
+  /**
+   * Folds a reservation's answer into the snapshot, so later tasks skip what the script just refused: a node
+   * under notice or gone stale, one without room for this size, and the room this reservation took.
+   */
+  private learn(task: TaskRecord, result: { nodeId?: string; refused: Record<string, string> }): void {
+    const byId = this.snapshot?.byId;
+    if (!byId) return;
+    for (const [id, reason] of Object.entries(result.refused)) {
+      const n = byId.get(id);
+      if (!n) continue;
+      if (reason === 'unhealthy') n.healthy = false;
+      else if (reason === 'draining') n.draining = true;
+      else if (reason === 'noticed') n.noticeId = 'unknown';
+      else if (reason === 'memory') n.memFreeBytes = Math.min(n.memFreeBytes, task.memBytes - 1);
+      else if (reason === 'gpu-memory') n.gpuFreeBytes = Math.min(n.gpuFreeBytes, task.gpuMemBytes - 1);
+    }
+    const chosen = result.nodeId ? byId.get(result.nodeId) : undefined;
+    if (chosen) {
+      chosen.memFreeBytes -= task.memBytes;
+      chosen.gpuFreeBytes -= task.gpuMemBytes;
+    }
+  }
+
+  private groupCache = new WeakMap<object, Map<string, (NodeRecord & { healthy: boolean })[][]>>();
+
+  /** Eligible nodes grouped by preference score, highest first; computed once per snapshot and source pool/zone. */
+  private preferenceGroups(nodes: (NodeRecord & { healthy: boolean })[], source: NodeRecord | undefined): (NodeRecord & { healthy: boolean })[][] {
+    let bySource = this.groupCache.get(nodes);
+    if (!bySource) this.groupCache.set(nodes, (bySource = new Map()));
+    const key = `${source?.capacityPool ?? ''}|${source?.zone ?? ''}`;
+    const cached = bySource.get(key);
+    if (cached) return cached;
     const score = (n: NodeRecord) =>
       (n.lifecycle === 'on-demand' ? 4 : 0) + (source && n.capacityPool !== source.capacityPool ? 2 : 0) + (source && n.zone !== source.zone ? 1 : 0);
-    return fits
-      .map((n) => ({ id: n.id, score: score(n), free: n.memFreeBytes, jitter: Math.random() }))
-      .sort((a, b) => b.score - a.score || b.free - a.free || a.jitter - b.jitter)
-      .map((c) => c.id);
+    const groups = new Map<number, (NodeRecord & { healthy: boolean })[]>();
+    for (const n of nodes) {
+      if (!n.healthy || n.draining || n.noticeId !== '') continue;
+      const s = score(n);
+      const group = groups.get(s);
+      if (group) group.push(n);
+      else groups.set(s, [n]);
+    }
+    const ordered = [...groups.entries()].sort((a, b) => b[0] - a[0]).map(([, g]) => g);
+    bySource.set(key, ordered);
+    return ordered;
   }
 
   private async fallback(base: MigrationRecord, task: TaskRecord, code: string, reason: string): Promise<TaskPlan> {
@@ -213,7 +268,7 @@ export class Planner {
       this.snapshotLoad = undefined;
     });
     const nodes = await this.snapshotLoad;
-    this.snapshot = { at: Date.now(), nodes };
+    if (this.snapshot?.nodes !== nodes) this.snapshot = { at: Date.now(), nodes, byId: new Map(nodes.map((n) => [n.id, n])) };
     return nodes;
   }
 }

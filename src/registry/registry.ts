@@ -133,24 +133,35 @@ export class Registry {
 
   // ---- tasks ---------------------------------------------------------------------------------------------
 
+  /**
+   * Tasks, like migrations, are hashes with one JSON-encoded field per property: the planner, the source agent
+   * and the target agent each update their own fields without a read-modify-write race.
+   */
   async putTask(task: TaskRecord): Promise<void> {
-    const previous = await this.getTask(task.id);
-    const multi = this.redis.multi().set(this.key('task', task.id), JSON.stringify(task)).sadd(this.key('tasks'), task.id).sadd(this.key('node-tasks', task.nodeId), task.id);
-    if (previous && previous.nodeId !== task.nodeId) multi.srem(this.key('node-tasks', previous.nodeId), task.id);
+    const previousNode = await this.redis.hget(this.key('task', task.id), 'nodeId');
+    const multi = this.redis.multi().hset(this.key('task', task.id), encodeRecord(task)).sadd(this.key('tasks'), task.id).sadd(this.key('node-tasks', task.nodeId), task.id);
+    if (previousNode && JSON.parse(previousNode) !== task.nodeId) multi.srem(this.key('node-tasks', JSON.parse(previousNode) as string), task.id);
     await multi.exec();
   }
 
-  async updateTask(id: string, patch: Partial<TaskRecord>): Promise<TaskRecord | undefined> {
-    const task = await this.getTask(id);
-    if (!task) return undefined;
-    const next = { ...task, ...patch, updatedAt: Date.now() };
-    await this.putTask(next);
-    return next;
+  /** Sets only the given fields (and `updatedAt`); moves the task between node sets when `nodeId` changes. */
+  async updateTask(id: string, patch: Partial<TaskRecord>): Promise<void> {
+    const key = this.key('task', id);
+    const fields = encodeRecord({ ...patch, updatedAt: Date.now() });
+    if (patch.nodeId === undefined) {
+      // Only an existing task is updated (a Lua guard would cost more than this rare miss is worth).
+      await this.redis.multi().hset(key, fields).exec();
+      return;
+    }
+    const previousNode = await this.redis.hget(key, 'nodeId');
+    const multi = this.redis.multi().hset(key, fields).sadd(this.key('node-tasks', patch.nodeId), id);
+    if (previousNode && JSON.parse(previousNode) !== patch.nodeId) multi.srem(this.key('node-tasks', JSON.parse(previousNode) as string), id);
+    await multi.exec();
   }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {
-    const json = await this.redis.get(this.key('task', id));
-    return json ? (JSON.parse(json) as TaskRecord) : undefined;
+    const hash = await this.redis.hgetall(this.key('task', id));
+    return Object.keys(hash).length === 0 ? undefined : (decodeRecord(hash) as unknown as TaskRecord);
   }
 
   async tasksOnNode(nodeId: string): Promise<TaskRecord[]> {
@@ -163,8 +174,14 @@ export class Registry {
 
   private async getTasks(ids: string[]): Promise<TaskRecord[]> {
     if (ids.length === 0) return [];
-    const values = await this.redis.mget(ids.map((id) => this.key('task', id)));
-    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as TaskRecord).sort((a, b) => a.id.localeCompare(b.id));
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.key('task', id));
+    const results = (await pipeline.exec()) ?? [];
+    return results
+      .map(([, hash]) => hash as Record<string, string>)
+      .filter((h) => Object.keys(h).length > 0)
+      .map((h) => decodeRecord(h) as unknown as TaskRecord)
+      .sort((a, b) => a.id.localeCompare(b.id));
   }
 
   // ---- migrations -------------------------------------------------------------------------------------------
@@ -174,18 +191,22 @@ export class Registry {
    * source and the target can update their own fields at the same time without losing each other's writes.
    */
   async putMigration(m: MigrationRecord): Promise<void> {
-    await this.redis.multi().hset(this.key('migration', m.id), encodeMigration(m)).zadd(this.key('migrations'), m.plannedAt, m.id).exec();
+    await this.redis.multi().hset(this.key('migration', m.id), encodeRecord(m)).zadd(this.key('migrations'), m.plannedAt, m.id).exec();
+  }
+
+  async migrationExists(id: string): Promise<boolean> {
+    return (await this.redis.exists(this.key('migration', id))) === 1;
   }
 
   async getMigration(id: string): Promise<MigrationRecord | undefined> {
     const hash = await this.redis.hgetall(this.key('migration', id));
-    return Object.keys(hash).length === 0 ? undefined : decodeMigration(hash);
+    return Object.keys(hash).length === 0 ? undefined : ({ phases: {}, ...decodeRecord(hash) } as unknown as MigrationRecord);
   }
 
   /** Sets only the given fields (phases are merged, never replaced). */
   async updateMigration(id: string, patch: Partial<MigrationRecord>): Promise<MigrationRecord | undefined> {
     if (!(await this.redis.exists(this.key('migration', id)))) return undefined;
-    await this.redis.hset(this.key('migration', id), encodeMigration(patch));
+    await this.redis.hset(this.key('migration', id), encodeRecord(patch));
     return this.getMigration(id);
   }
 
@@ -196,7 +217,7 @@ export class Registry {
     const pipeline = this.redis.pipeline();
     for (const id of ids) pipeline.hgetall(this.key('migration', id));
     const results = (await pipeline.exec()) ?? [];
-    return results.map(([, hash]) => hash as Record<string, string>).filter((h) => Object.keys(h).length > 0).map(decodeMigration);
+    return results.map(([, hash]) => hash as Record<string, string>).filter((h) => Object.keys(h).length > 0).map((h) => ({ phases: {}, ...decodeRecord(h) }) as unknown as MigrationRecord);
   }
 
   // ---- measured rates ---------------------------------------------------------------------------------------
@@ -244,7 +265,8 @@ function parseNode(h: Record<string, string>): NodeRecord {
   };
 }
 
-function encodeMigration(m: Partial<MigrationRecord>): Record<string, string> {
+/** One JSON-encoded hash field per property; a `phases` object becomes `phases.<name>` fields (merged on update). */
+function encodeRecord(m: object): Record<string, string> {
   const flat: Record<string, string> = {};
   for (const [k, v] of Object.entries(m)) {
     if (v === undefined) continue;
@@ -254,11 +276,11 @@ function encodeMigration(m: Partial<MigrationRecord>): Record<string, string> {
   return flat;
 }
 
-function decodeMigration(hash: Record<string, string>): MigrationRecord {
-  const m: Record<string, unknown> = { phases: {} };
+function decodeRecord(hash: Record<string, string>): Record<string, unknown> {
+  const m: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(hash)) {
-    if (k.startsWith('phases.')) (m.phases as Record<string, number>)[k.slice(7)] = JSON.parse(v) as number;
+    if (k.startsWith('phases.')) ((m.phases ??= {}) as Record<string, number>)[k.slice(7)] = JSON.parse(v) as number;
     else m[k] = JSON.parse(v) as unknown;
   }
-  return m as unknown as MigrationRecord;
+  return m;
 }
