@@ -46,6 +46,13 @@ export const IMAGE_STREAM_PROTOCOL = 'spotwatch-criu-image/1';
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 const HEADER_BYTES = 5;
 const FILE_CHUNK_BYTES = 256 * 1024;
+/**
+ * How many bytes a relay lets queue in user space on its outgoing side before it stops reading its incoming side.
+ * Node's default high-water mark (16 KiB) would pause the relay after nearly every 64 KiB read and wait for a
+ * drain each time — a round trip through the event loop per chunk, with both ends idle meanwhile. A few MiB keep
+ * the kernel buffers on both sides full; memory stays bounded per migration.
+ */
+export const RELAY_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export const FRAME = {
   HELLO: 1,
@@ -138,29 +145,73 @@ export function encodeFrameHeader(type: number, length: number): Buffer {
   return h;
 }
 
-/** Splits a byte stream into frames; keeps at most one partial frame buffered. */
+/**
+ * Splits a byte stream into frames; keeps at most one partial frame buffered. The partial frame is kept as a
+ * list of chunks and joined once, when complete (one copy per frame at most, none when a frame lies within one
+ * chunk), so large frames cost no repeated re-concatenation.
+ */
 export class FrameDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  private parts: Buffer[] = [];
+  private length = 0;
 
   push(chunk: Buffer): Frame[] {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (chunk.length > 0) {
+      this.parts.push(chunk);
+      this.length += chunk.length;
+    }
     const frames: Frame[] = [];
     for (;;) {
-      if (this.buf.length < HEADER_BYTES) break;
-      const type = this.buf.readUInt8(0);
-      const len = this.buf.readUInt32BE(1);
+      if (this.length < HEADER_BYTES) break;
+      const head = this.peek(HEADER_BYTES);
+      const type = head.readUInt8(0);
+      const len = head.readUInt32BE(1);
       if (len > MAX_FRAME_BYTES) throw protocolError(`frame of ${len} bytes exceeds ${MAX_FRAME_BYTES}`);
       if (!(type in FRAME_NAMES)) throw protocolError(`unknown frame type ${type}`);
-      if (this.buf.length < HEADER_BYTES + len) break;
-      frames.push({ type, payload: this.buf.subarray(HEADER_BYTES, HEADER_BYTES + len) });
-      this.buf = this.buf.subarray(HEADER_BYTES + len);
+      if (this.length < HEADER_BYTES + len) break;
+      this.take(HEADER_BYTES);
+      frames.push({ type, payload: this.take(len) });
     }
     return frames;
   }
 
+  /** The first `n` buffered bytes (n ≤ length), without consuming them. */
+  private peek(n: number): Buffer {
+    const first = this.parts[0] as Buffer;
+    if (first.length >= n) return first;
+    const joined = Buffer.concat(this.parts);
+    this.parts = [joined];
+    return joined;
+  }
+
+  /** Consumes the first `n` buffered bytes (n ≤ length). */
+  private take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    this.length -= n;
+    const first = this.parts[0] as Buffer;
+    if (first.length > n) {
+      this.parts[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (first.length === n) {
+      this.parts.shift();
+      return first;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const p = this.parts[0] as Buffer;
+      const k = Math.min(p.length, n - filled);
+      p.copy(out, filled, 0, k);
+      filled += k;
+      if (k === p.length) this.parts.shift();
+      else this.parts[0] = p.subarray(k);
+    }
+    return out;
+  }
+
   /** Bytes of an incomplete frame still buffered. */
   get pending(): number {
-    return this.buf.length;
+    return this.length;
   }
 }
 
@@ -213,6 +264,11 @@ export class FrameWriter {
     return ok;
   }
 
+  /** Bytes queued in user space, not yet handed to the kernel. */
+  get buffered(): number {
+    return this.out.writableLength;
+  }
+
   json(type: number, value: unknown): boolean {
     return this.send(type, Buffer.from(JSON.stringify(value)));
   }
@@ -249,15 +305,14 @@ function relayIntoFrames(from: Readable, w: FrameWriter, onBytes: (n: number) =>
     const onData = (chunk: Buffer): void => {
       bytes += chunk.length;
       onBytes(chunk.length);
-      let ok: boolean;
       try {
-        ok = w.send(FRAME.PAGES, chunk);
+        w.send(FRAME.PAGES, chunk);
       } catch (err) {
         cleanup();
         reject(err);
         return;
       }
-      if (!ok) {
+      if (w.buffered > RELAY_BUFFER_BYTES) {
         from.pause();
         w.drain().then(
           () => from.resume(),
@@ -533,7 +588,10 @@ export class ImageStreamReceiver {
             if (!pageSocket || pagesEnded) throw protocolError('PAGES without a page server');
             pageBytes += f.payload.length;
             this.count(f.payload.length);
-            if (!pageSocket.destroyed && !pageSocket.write(f.payload)) await waitDrain(pageSocket);
+            if (!pageSocket.destroyed) {
+              pageSocket.write(f.payload);
+              if (pageSocket.writableLength > RELAY_BUFFER_BYTES) await waitDrain(pageSocket);
+            }
             break;
           case FRAME.PAGES_END: {
             pagesEnded = true;
