@@ -3,6 +3,8 @@ import { redactUrl } from '../config.js';
 import { createLogger } from '../logger.js';
 import { cloudSettings, CLOUD_OPTIONS, loadCloudConfig } from '../lookup/cloud-config.js';
 import { createInstanceLocator } from '../lookup/cloud-lookups.js';
+import { registryLookupFrom } from '../lookup/instance-locator.js';
+import { Registry } from '../registry/registry.js';
 import { BullmqNoticeQueue } from '../queue/bullmq-notice-queue.js';
 import { loadWebhookConfig, logEffectiveWebhookConfig, tableArgOptions, tableHelp, tableInput, WEBHOOK_OPTIONS } from '../webhook/webhook-config.js';
 import { WebhookServer } from '../webhook/webhook-server.js';
@@ -34,7 +36,9 @@ export async function webhookCommand(argv: string[], io: CliIo): Promise<number>
   const logger = createLogger({ level: config.logLevel, name: 'spotwatch-webhook' });
   logEffectiveWebhookConfig(logger, config, origins);
   const queue = new BullmqNoticeQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, commandTimeoutMs: Math.min(1000, config.enqueueTimeoutMs) });
-  const locator = cloud ? createInstanceLocator({ settings: cloudSettings(cloud), logger }) : undefined;
+  // Which node an event names: the registry the agents heartbeat into first, then the cloud's API.
+  const registry = cloud ? new Registry(config.redisUrl, config.queuePrefix) : undefined;
+  const locator = cloud ? createInstanceLocator({ settings: cloudSettings(cloud), registryLookup: registry && registryLookupFrom(registry), logger }) : undefined;
   const server = new WebhookServer({ config, queue, logger, locator });
   const stopping = waitForShutdownSignal();
   try {
@@ -45,6 +49,7 @@ export async function webhookCommand(argv: string[], io: CliIo): Promise<number>
   } finally {
     await server.close();
     await queue.close();
+    await registry?.close();
   }
   return EXIT.ok;
 }
