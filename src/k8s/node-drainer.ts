@@ -131,14 +131,27 @@ class Budget {
     return AbortSignal.timeout(Math.max(1, Math.min(this.requestTimeoutMs, this.remaining())));
   }
 
-  /** Sleeps `ms`, or until the budget ends; false when the budget is spent (no time for another try). */
+  /**
+   * Sleeps `ms`, shortened so that one more try still fits before the end; false when no try fits any more
+   * (less than MIN_TRY_MS left).
+   */
   async sleep(ms: number): Promise<boolean> {
-    const left = this.remaining();
-    if (left <= ms) return false;
-    await new Promise((r) => setTimeout(r, ms));
-    return this.remaining() > 0;
+    const wait = Math.min(ms, this.remaining() - MIN_TRY_MS);
+    if (wait <= 0) return false;
+    await new Promise((r) => setTimeout(r, wait));
+    return this.remaining() >= MIN_TRY_MS;
+  }
+
+  /** The same budget, ending `ms` earlier. */
+  shortened(ms: number): Budget {
+    return new Budget(this.endsAt - ms, this.now, this.requestTimeoutMs);
   }
 }
+
+/** A request to the API server on the same network answers in milliseconds; below this, do not start one. */
+const MIN_TRY_MS = 100;
+/** Evictions stop this long before the budget ends, leaving time to record the outcome as an Event. */
+const DRAIN_EVENT_RESERVE_MS = 500;
 
 function podKeyString(p: PodKey | string): string {
   return typeof p === 'string' ? p : `${p.namespace}/${p.name}`;
@@ -248,7 +261,7 @@ export class NodeDrainer {
     let pods: PodResult[] = [];
     const log = this.logger.child({ noticeId: notice.id, kind: notice.kind, action: notice.action, plan });
 
-    if (budget.remaining() <= 0) {
+    if (budget.remaining() < MIN_TRY_MS) {
       steps.push({ step: 'event', result: 'skipped', attempts: 0, detail: `deadline ${notice.deadline} (less ${this.opts.deadlineMarginMs} ms) already passed` });
       log.warn({ deadline: notice.deadline }, 'notice deadline already passed: no Kubernetes action taken');
     } else if (plan === 'drain') {
@@ -258,7 +271,7 @@ export class NodeDrainer {
       const migrated = new Set([...(context.migratedPods ?? [])].map(podKeyString));
       const [eventStep, drained] = await Promise.all([
         this.recordEvent(notice, budget, 'notice', uid, this.noticeMessage(notice, plan, migrated.size)),
-        this.opts.evict ? this.drainPods(budget, migrated) : Promise.resolve({ steps: [] as StepResult[], pods: [] as PodResult[] }),
+        this.opts.evict ? this.drainPods(budget.shortened(DRAIN_EVENT_RESERVE_MS), migrated) : Promise.resolve({ steps: [] as StepResult[], pods: [] as PodResult[] }),
       ]);
       steps.push(eventStep, ...drained.steps);
       pods = drained.pods;
@@ -406,7 +419,7 @@ export class NodeDrainer {
     message: string,
     type: 'Normal' | 'Warning' = notice.kind === 'cancelled' ? 'Normal' : 'Warning',
   ): Promise<StepResult> {
-    if (budget.remaining() <= 0) return { step: 'event', result: 'skipped', attempts: 0, detail: 'no time left before the deadline' };
+    if (budget.remaining() < MIN_TRY_MS) return { step: 'event', result: 'skipped', attempts: 0, detail: 'no time left before the deadline' };
     const reason =
       suffix === 'drained'
         ? 'SpotwatchDrainFinished'

@@ -163,7 +163,7 @@ describe('NodeDrainer on an interruption', () => {
     expect(finishedAt).toBeLessThan(deadline);
     // The other pod went anyway, and the drain event says which one stayed.
     expect(report.pods.find((p) => p.name === 'frontend-7d9f-abcde')).toMatchObject({ outcome: 'evicted' });
-    // The retries stop one backoff short of the budget end, which leaves time to record what stayed.
+    // Evictions stop half a second before the budget end, which leaves time to record what stayed.
     const drained = [...api.events.values()].find((e) => e.reason === 'SpotwatchDrainFinished');
     expect(drained).toMatchObject({ type: 'Warning', message: expect.stringContaining('not evicted: web/api-0') });
     expect(String(drained!.message)).toMatch(/1 evicted.*1 blocked|1 blocked.*1 evicted/);
