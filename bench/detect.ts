@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue, QueueEvents } from 'bullmq';
 import { awsProvider } from '../providers/aws/index.js';
+import { providerByName } from '../providers/index.js';
 import type { EmulatorHandle } from '../src/provider.js';
 import { LocalRedis } from '../src/util/local-redis.js';
 import { finish, percentile, printTable, round } from './report.js';
@@ -20,20 +21,30 @@ const bin = fileURLToPath(new URL('../../bin/spotwatch.js', import.meta.url));
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { rounds: { type: 'string', default: '100' }, 'poll-ms': { type: 'string', default: '250' }, 'idle-seconds': { type: 'string', default: '20' } },
+    options: { rounds: { type: 'string', default: '100' }, 'poll-ms': { type: 'string', default: '250' }, 'idle-seconds': { type: 'string', default: '20' }, providers: { type: 'string' } },
   });
   const rounds = Number(values.rounds);
   const pollMs = Number(values['poll-ms']);
   const idleSeconds = Number(values['idle-seconds']);
+  const only = values.providers?.split(',');
   const redis = await LocalRedis.start();
   const work = mkdtempSync(join(tmpdir(), 'spotwatch-bench-'));
   try {
-    const aws = await measureAws(redis.url, work, rounds, pollMs);
+    const results: { scenario: Scenario; samples: number[] }[] = [];
+    for (const scenario of SCENARIOS(pollMs)) {
+      if (only && !only.includes(scenario.provider)) continue;
+      results.push({ scenario, samples: await measure(scenario, redis.url, work, rounds) });
+    }
     const idle = await measureIdle(redis.url, work, idleSeconds);
-    const rows = [['aws', 'imds poll', pollMs, aws.length, round(percentile(aws, 50), 1), round(percentile(aws, 99), 1), round(percentile(aws, 99) / pollMs, 3), `${pollMs + 20}`]];
+    const target = (s: Scenario) => (s.mechanism === 'hanging GET' ? 20 : s.pollMs + 20);
     process.stdout.write('\nnotice visible → job stored in Redis (ms)\n');
-    printTable(['provider', 'mechanism', 'pollMs', 'n', 'p50Ms', 'p99Ms', 'p99/poll', 'target p99 ≤'], rows);
-    process.stdout.write(`\nagent at 1 s polls: idle CPU ${round(idle.cpuPct, 3)} % (target < 1 %), RSS ${round(idle.rssMb, 1)} MB (target < 80 MB)\n`);
+    printTable(
+      ['provider', 'mechanism', 'pollMs', 'n', 'p50Ms', 'p99Ms', 'p99/poll', 'target p99 ≤'],
+      results.map(({ scenario: sc, samples }) => [sc.provider, sc.mechanism, sc.mechanism === 'hanging GET' ? '—' : sc.pollMs, samples.length, round(percentile(samples, 50), 1), round(percentile(samples, 99), 1), round(percentile(samples, 99) / sc.pollMs, 3), target(sc)]),
+    );
+    process.stdout.write(`\nagent at 1 s polls (AWS): idle CPU ${round(idle.cpuPct, 3)} % (target < 1 %), RSS ${round(idle.rssMb, 1)} MB (target < 80 MB)\n`);
+    const aws = results.find((r) => r.scenario.provider === 'aws')?.samples ?? [];
+    const byProvider = Object.fromEntries(results.map(({ scenario: sc, samples }) => [sc.provider, { p50Ms: round(percentile(samples, 50), 1), p99Ms: round(percentile(samples, 99), 1), targetMs: target(sc) }]));
     finish(
       'detect',
       {
@@ -44,8 +55,9 @@ export async function run(argv: string[]): Promise<void> {
         p99OverPoll: round(percentile(aws, 99) / pollMs, 3),
         idleCpuPct: round(idle.cpuPct, 3),
         rssMb: round(idle.rssMb, 1),
+        providers: byProvider,
       },
-      { samplesMs: { aws } },
+      { samplesMs: Object.fromEntries(results.map((r) => [r.scenario.provider, r.samples])) },
     );
   } finally {
     await redis.destroy();
@@ -87,36 +99,85 @@ async function control(emulator: EmulatorHandle, command: string, body: unknown 
   return (await response.json()) as Record<string, unknown>;
 }
 
-async function measureAws(redisUrl: string, work: string, rounds: number, pollMs: number): Promise<number[]> {
-  const emulator = await awsProvider.startEmulator({ host: '127.0.0.1', port: 0 });
-  await control(emulator, 'config', { requireToken: true });
-  const prefix = 'benchaws';
+interface Scenario {
+  provider: 'aws' | 'gcp' | 'azure';
+  mechanism: string;
+  pollMs: number;
+  /** Prepares the emulator once. */
+  setup?(emulator: EmulatorHandle): Promise<void>;
+  /** Makes the notice visible; returns when it became visible (ms since the epoch). */
+  fire(emulator: EmulatorHandle, round: number): Promise<number>;
+  /** Takes it away again, so the next round is a new change. */
+  clear(emulator: EmulatorHandle, round: number): Promise<void>;
+}
+
+const SCENARIOS = (pollMs: number): Scenario[] => [
+  {
+    provider: 'aws',
+    mechanism: 'IMDSv2 poll',
+    pollMs,
+    setup: async (e) => void (await control(e, 'config', { requireToken: true })),
+    fire: async (e, i) => Date.parse(((await control(e, 'interrupt', { timeLeft: 120 + i })) as { interruption: { visibleAt: string } }).interruption.visibleAt),
+    clear: async (e) => void (await control(e, 'clear-interruption')),
+  },
+  {
+    provider: 'gcp',
+    mechanism: 'hanging GET',
+    pollMs,
+    // The value changes while the control request is handled: taking the time before sending it is conservative.
+    fire: async (e) => {
+      const before = Date.now();
+      await control(e, 'preempt');
+      return before;
+    },
+    clear: async (e) => void (await control(e, 'clear')),
+  },
+  {
+    provider: 'azure',
+    mechanism: 'Scheduled Events poll',
+    pollMs,
+    fire: async (e) => {
+      const before = Date.now();
+      await control(e, 'schedule', { type: 'Preempt', notBeforeIn: 30 });
+      return before;
+    },
+    clear: async (e) => void (await control(e, 'reset')),
+  },
+];
+
+async function measure(scenario: Scenario, redisUrl: string, work: string, rounds: number): Promise<number[]> {
+  const provider = providerByName(scenario.provider)!;
+  const emulator = await provider.startEmulator({ host: '127.0.0.1', port: 0 });
+  await scenario.setup?.(emulator);
+  const prefix = `bench${scenario.provider}`;
   const queue = new Queue('notices', { connection: { url: redisUrl }, prefix });
   const events = new QueueEvents('notices', { connection: { url: redisUrl }, prefix });
   await events.waitUntilReady();
-  const agent = startAgent(['--provider', 'aws', '--metadata-endpoint', emulator.url, '--poll-interval', String(pollMs), '--http-port', '0', '--spool', join(work, 'aws.spool'), '--log-level', 'info', '--migrate', 'false'], {
-    REDIS_URL: redisUrl,
-    SPOTWATCH_QUEUE_PREFIX: prefix,
-  });
+  const agent = startAgent(
+    ['--provider', scenario.provider, '--metadata-endpoint', emulator.url, '--poll-interval', String(scenario.pollMs), '--http-port', '0', '--spool', join(work, `${scenario.provider}.spool`), '--log-level', 'info', '--migrate', 'false'],
+    { REDIS_URL: redisUrl, SPOTWATCH_QUEUE_PREFIX: prefix },
+  );
   const samples: number[] = [];
   try {
     await waitForLog(agent, 'watching for interruption notices', 20_000);
     for (let i = 0; i < rounds; i++) {
-      await control(emulator, 'clear-interruption');
+      await scenario.clear(emulator, i);
+      // Let the watcher see the cleared state (and its cancellation land), then remove every job so the same
+      // notice id can be stored again, and fire at a random phase of the poll cycle.
+      await new Promise((r) => setTimeout(r, scenario.pollMs + Math.random() * scenario.pollMs));
       await queue.obliterate({ force: true });
-      // Let a poll see the cleared path, then fire at a random phase of the poll cycle.
-      await new Promise((r) => setTimeout(r, pollMs + Math.random() * pollMs));
       const added = new Promise<number>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`round ${i}: no job within 5 s`)), 5000);
-        const onAdded = (_args: unknown, id: string) => {
+        const timer = setTimeout(() => reject(new Error(`${scenario.provider} round ${i}: no interruption job within 5 s`)), 5000);
+        const onAdded = (args: { name: string }, id: string) => {
+          if (args.name !== 'interruption') return;
           clearTimeout(timer);
           events.off('added', onAdded);
           resolve(Number(id.split('-')[0]));
         };
         events.on('added', onAdded);
       });
-      const fired = (await control(emulator, 'interrupt', { timeLeft: 120 + i })) as { interruption: { visibleAt: string } };
-      samples.push((await added) - Date.parse(fired.interruption.visibleAt));
+      const visibleAt = await scenario.fire(emulator, i);
+      samples.push((await added) - visibleAt);
     }
   } finally {
     await stopAgent(agent);
