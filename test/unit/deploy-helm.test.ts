@@ -213,6 +213,10 @@ describeHelm('Helm chart', () => {
     await expect(helmTemplate({ values: { agent: { clusterToken: 'short' } } })).rejects.toThrow(/at least 16 characters/);
     await expect(helmTemplate({ values: { redis: { url: '' } } })).rejects.toThrow(/redis.url or redis.existingSecret/);
     await expect(helmTemplate({ values: { webhook: { enabled: true, pubsub: { audience: 'x' } } } })).rejects.toThrow(/pubsub.serviceAccount is required/);
+    // values.schema.json: misspelt keys and out-of-range numbers are refused before anything renders.
+    await expect(helmTemplate({ values: { agent: { privilegd: true } } })).rejects.toThrow(/Additional property privilegd is not allowed/);
+    await expect(helmTemplate({ values: { agent: { pollIntervalMs: 5 } } })).rejects.toThrow(/pollIntervalMs: Must be greater than or equal to 100/);
+    await expect(helmTemplate({ values: { redis: { url: 'http://redis' } } })).rejects.toThrow(/redis.url/);
   });
 
   describe('RBAC is exactly what the agent uses', () => {
