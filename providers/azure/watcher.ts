@@ -4,7 +4,7 @@ import { makeNotice, type Notice, type NoticeFacts } from '../../src/notice.js';
 import type { InstanceIdentity, Lifecycle, NoticeHandler, NoticeWatcher, WatcherHealth, WatcherOptions } from '../../src/provider.js';
 import { sleep } from '../../src/util/sleep.js';
 import { AzureMetadataClient, AzureMetadataError, AzureRequestAborted } from './metadata-client.js';
-import { NoticeEmitter } from './notice-emitter.js';
+import { NoticeEmitter } from '../../src/notice-emitter.js';
 import { cancelledFacts, readScheduledEventsDocument, resourceNameFromCompute, scheduledEventFacts, type ScheduledEventsDocument } from './parsers.js';
 
 /**

@@ -4,7 +4,7 @@ import { makeNotice, type NoticeFacts } from '../../src/notice.js';
 import type { InstanceIdentity, Lifecycle, NoticeHandler, NoticeWatcher, WatcherHealth, WatcherOptions } from '../../src/provider.js';
 import { sleep } from '../../src/util/sleep.js';
 import { GcpMetadataClient, GcpMetadataError, GcpRequestAborted, type GcpValue } from './metadata-client.js';
-import { NoticeEmitter } from './notice-emitter.js';
+import { NoticeEmitter } from '../../src/notice-emitter.js';
 import {
   GCP_PREEMPTION_DEADLINE_MS,
   GCP_TERMINATE_MAINTENANCE_DEADLINE_MS,

@@ -1,7 +1,7 @@
-import { describeError } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import type { Notice } from '../../src/notice.js';
-import type { NoticeHandler } from '../../src/provider.js';
+import { describeError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { Notice } from './notice.js';
+import type { NoticeHandler } from './provider.js';
 
 /** Longest wait between two attempts to hand a notice on while the handler keeps failing. */
 const MAX_RETRY_MS = 5_000;
