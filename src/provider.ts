@@ -91,6 +91,11 @@ export interface CloudProvider {
   createWatcher(options: WatcherOptions): NoticeWatcher;
   startEmulator(options: EmulatorOptions): Promise<EmulatorHandle>;
   /**
+   * Called on the noticed node once every task it had is safe (migrated, or its fallback applied): the cloud may
+   * go ahead. Azure approves the scheduled event here (StartRequests); clouds without such an API leave it out.
+   */
+  afterDrain?(endpoint: string, notice: Notice): Promise<void>;
+  /**
    * Control commands of this provider's emulator, name → one-line help (`spotwatch simulate <cloud> <command>`).
    * The CLI sends each as `POST <controlUrl>/<command>` with the command's flags as a JSON body
    * (`--time-left 30` → `{"timeLeft": 30}`); `fault`, `clear-faults` and `state` are common to every emulator.

@@ -1,7 +1,7 @@
 import type { CloudProvider } from '../../src/provider.js';
 import { request } from '../../src/util/http-request.js';
 import { AZURE_SIMULATE_COMMANDS, startAzureEmulator } from './emulator.js';
-import { AZURE_COMPUTE_API_VERSION, AZURE_COMPUTE_PATH } from './metadata-client.js';
+import { AZURE_COMPUTE_API_VERSION, AZURE_COMPUTE_PATH, approveScheduledEvent } from './metadata-client.js';
 import { azureParsers } from './parsers.js';
 import { AzureWatcher } from './watcher.js';
 
@@ -27,6 +27,10 @@ export const azureProvider: CloudProvider = {
   createWatcher: (options) => new AzureWatcher(options),
   startEmulator: startAzureEmulator,
   simulateCommands: AZURE_SIMULATE_COMMANDS,
+  // Every task is safe: let Azure start the event now instead of waiting out NotBefore.
+  async afterDrain(endpoint, notice) {
+    if (notice.eventId && notice.kind !== 'cancelled') await approveScheduledEvent(endpoint, notice.eventId);
+  },
 };
 
 export { AzureWatcher } from './watcher.js';

@@ -95,6 +95,11 @@ export class Agent {
         engine: this.deps.engine ?? new CriuEngine(),
         logger: this.logger,
         metrics: this.metrics,
+        onDrained: async (notice) => {
+          if (!this.deps.provider.afterDrain) return;
+          await this.deps.provider.afterDrain(this.deps.endpoint, notice);
+          this.logger.info({ noticeId: notice.id, eventId: notice.eventId }, 'told the cloud the node is drained');
+        },
       });
       await this.runtime.start();
     }

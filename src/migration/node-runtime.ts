@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { networkInterfaces, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -11,7 +11,7 @@ import { estimateImageBytes, pidExists, signalAll, waitGone } from '../engines/c
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { noticeSchema } from '../notice.js';
+import { noticeSchema, type Notice } from '../notice.js';
 import type { InstanceIdentity } from '../provider.js';
 import { NOTICES_QUEUE_NAME } from '../queue/notice-queue.js';
 import { Registry } from '../registry/registry.js';
@@ -35,6 +35,8 @@ export interface NodeRuntimeOptions {
   engine: CheckpointEngine;
   logger: Logger;
   metrics: Metrics;
+  /** Runs on this node once every task of a notice is safe (e.g. Azure: approve the scheduled event). */
+  onDrained?: (notice: Notice) => Promise<void>;
   /** GPU facts of this node (model, count, free bytes), refreshed with each heartbeat. */
   gpuInfo?: () => Promise<{ model: string; count: number; freeBytes: number }>;
 }
@@ -172,12 +174,18 @@ export class NodeRuntime {
       queue = new Queue(nodeQueueName(nodeId), { connection: this.connection, prefix: this.o.config.queuePrefix, defaultJobOptions: { removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } } });
       this.nodeQueues.set(nodeId, queue);
     }
-    await queue.add(job.type, job, { jobId: `${job.type}-${job.migrationId}` });
+    await queue.add(job.type, job, { jobId: job.type === 'drained' ? `drained-${job.notice.id}` : `${job.type}-${job.migrationId}` });
   }
 
   // ---- source side ---------------------------------------------------------------------------------------------
 
   private async nodeJob(job: Job<NodeJob>): Promise<void> {
+    if (job.data.type === 'drained') {
+      const notice = job.data.notice;
+      this.logger.info({ noticeId: notice.id }, 'every task of the notice is safe');
+      await this.o.onDrained?.(notice).catch((err: unknown) => this.logger.warn({ noticeId: notice.id, err: describeError(err) }, 'after-drain step failed'));
+      return;
+    }
     const migration = await this.registry.getMigration(job.data.migrationId);
     if (!migration) throw new Error(`migration ${job.data.migrationId} is not in the registry`);
     const task = await this.registry.getTask(migration.taskId);
@@ -228,7 +236,7 @@ export class NodeRuntime {
           await this.registry.recordRate('transfer', (value.imageBytes * 1000) / streamMs);
         }
         this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
-        rmSync(localDir, { recursive: true, force: true });
+        pruneImage(localDir);
         return;
       }
       const next = await this.checkpointFailed(current, task, result);
@@ -358,7 +366,7 @@ export class NodeRuntime {
     });
     if (downtimeMs !== undefined) this.o.metrics.taskDowntimeSeconds.observe(downtimeMs / 1000);
     for (const [phase, ms] of Object.entries(result.value.phases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `target.${phase}` }, ms / 1000);
-    rmSync(directory, { recursive: true, force: true });
+    pruneImage(directory);
     this.logger.info({ migrationId: migration.id, taskId: migration.taskId, newPid, downtimeMs }, 'task restored and running');
   }
 
@@ -379,6 +387,20 @@ export class NodeRuntime {
     this.inflight.add(tracked);
     void tracked.finally(() => this.inflight.delete(tracked));
   }
+}
+
+/**
+ * Drops a finished migration's image data (it can be gigabytes) but keeps CRIU's logs and the manifest, the
+ * record of what was done, in the migration's directory.
+ */
+function pruneImage(directory: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(directory);
+  } catch {
+    return;
+  }
+  for (const name of names) if (!name.endsWith('.log') && !name.endsWith('.json')) rmSync(join(directory, name), { recursive: true, force: true });
 }
 
 function prefixed(prefix: string, phases: Record<string, number>): Record<string, number> {

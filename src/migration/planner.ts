@@ -8,7 +8,9 @@ import { decide, DEFAULT_POLICY, type MigrationPolicy } from './policy.js';
 /** Work the planner hands to one node's queue. */
 export type NodeJob =
   | { type: 'checkpoint'; migrationId: string }
-  | { type: 'fallback'; migrationId: string };
+  | { type: 'fallback'; migrationId: string }
+  /** Queued after every task job of a notice: the node's queue runs jobs in order, so it runs once all are done. */
+  | { type: 'drained'; notice: Notice };
 
 export interface PlannerOptions {
   registry: Registry;
@@ -146,6 +148,7 @@ export class Planner {
       await this.o.dispatch(nodeId, { type: 'checkpoint', migrationId });
       plans.push({ taskId: task.id, migrationId, decision: 'migrate', targetNodeId: reserved.nodeId, reason: `reserved on ${reserved.nodeId}`, estimatedMs });
     }
+    await this.o.dispatch(nodeId, { type: 'drained', notice });
     this.o.logger.info({ noticeId: notice.id, nodeId, tasks: plans }, 'notice planned');
     return { noticeId: notice.id, nodeId, decision: 'migrate', why, tasks: plans };
   }

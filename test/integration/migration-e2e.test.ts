@@ -5,7 +5,7 @@
  * continues exactly as an uninterrupted run would: no gap, no repeat, prefill once.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -90,6 +90,12 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
     expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
     expect(task.pid).toBeGreaterThan(0);
+    // CRIU's logs stay with each migration; the image data itself is gone.
+    const sourceDir = join(c.dir, 'node-a', 'images', `${migration.id}-source-1`);
+    const targetDir = join(c.dir, 'node-b', 'images', migration.id);
+    expect(readdirSync(sourceDir)).toContain('dump.log');
+    expect(readdirSync(targetDir)).toEqual(expect.arrayContaining(['restore.log', 'page-server.log']));
+    expect(readdirSync(targetDir).filter((f) => f.endsWith('.img'))).toEqual([]);
     const status = await runCli(['status', '--redis-url', redisUrl, '--queue-prefix', c.prefix]);
     expect(status.stdout).toMatch(/toy-1 .*node-a → node-b .*migrated/);
   });

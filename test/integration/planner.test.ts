@@ -79,7 +79,11 @@ describe('planner (real Redis, Lua reservations)', () => {
     const plan = await planner.planNotice(interruption('i-a'));
     expect(plan.decision).toBe('migrate');
     expect(plan.tasks).toMatchObject([{ taskId: 't1', decision: 'migrate', targetNodeId: 'on-demand' }]);
-    expect(jobs).toEqual([{ nodeId: 'a', job: { type: 'checkpoint', migrationId: plan.tasks[0]!.migrationId } }]);
+    expect(jobs.map((j) => [j.nodeId, j.job.type])).toEqual([
+      ['a', 'checkpoint'],
+      ['a', 'drained'],
+    ]);
+    expect(jobs[0]!.job).toEqual({ type: 'checkpoint', migrationId: plan.tasks[0]!.migrationId });
     expect((await registry.getNode('a'))?.draining).toBe(true);
     expect((await registry.getTask('t1'))?.state).toBe('migrating');
     expect((await registry.reservedOn('on-demand')).memBytes).toBe(GiB);
@@ -115,7 +119,7 @@ describe('planner (real Redis, Lua reservations)', () => {
     expect(big.decision).toBe('fallback');
     expect(big.reason).toMatch(/deadline|no healthy node/);
     expect(late.decision).toBe('fallback');
-    expect(jobs).toEqual([{ nodeId: 'a', job: { type: 'fallback', migrationId: big.migrationId } }]);
+    expect(jobs.filter((j) => j.job.type !== 'drained')).toEqual([{ nodeId: 'a', job: { type: 'fallback', migrationId: big.migrationId } }]);
     const record = await registry.getMigration(late.migrationId);
     expect(record).toMatchObject({ phase: 'fallback', fallback: 'none', outcome: 'fallback-applied' });
     expect(record?.reason).toBeTruthy();
@@ -137,7 +141,7 @@ describe('planner (real Redis, Lua reservations)', () => {
     await registry.updateTask('t', { state: 'running' });
     const again = await planner.planNotice(notice);
     expect(again.tasks).toMatchObject([{ decision: 'skip' }]);
-    expect(jobs).toHaveLength(1);
+    expect(jobs.filter((j) => j.job.type === 'checkpoint')).toHaveLength(1);
     const rebalance = makeNotice({ provider: 'aws', kind: 'rebalance', action: 'none', instanceId: 'i-b', detectedAt: new Date(), source: 'imds' });
     expect((await planner.planNotice(rebalance)).decision).toBe('ignore');
     const cancel = makeNotice({ provider: 'aws', kind: 'cancelled', action: 'reboot', instanceId: 'i-a', detectedAt: new Date(), source: 'imds' });
