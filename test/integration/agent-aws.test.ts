@@ -1,6 +1,9 @@
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { LocalRedis } from '../../src/util/local-redis.js';
+import { Metrics } from '../../src/metrics.js';
+import { silentLogger } from '../../src/logger.js';
+import { awsProvider } from '../../providers/aws/index.js';
 import { awsAgentHarness, waitFor, type AwsAgentHarness } from '../support/agent-harness.js';
 
 const redisUrl = inject('redisUrl');
@@ -98,6 +101,22 @@ describe('agent + AWS emulator + Redis', () => {
     expect(jobs.map((j) => j.data.kind).sort()).toEqual(['interruption', 'maintenance']);
     const readyz = (await (await fetch(`http://127.0.0.1:${agent.httpPort}/readyz`)).json()) as { status: string };
     expect(readyz.status).toBe('ready');
+  });
+
+  it('falls back to IMDSv1 only when configured', async () => {
+    harness = await awsAgentHarness(redisUrl);
+    // An IMDS that refuses the token PUT (as with a hop limit of 1 behind a proxy): only --imds-v1 may poll without one.
+    await harness.control('fault', { status: 403, path: '/latest/api/token' });
+    const v1 = await harness.startAgent({ imdsV1: 'true' });
+    await harness.control('interrupt', {});
+    await waitFor('the notice over IMDSv1', 3000, async () => ((await harness!.jobs()).length === 1 ? true : undefined));
+    await v1.stop();
+
+    // Without --imds-v1 the same IMDS is an error that is retried, never a silent downgrade.
+    const metrics = new Metrics();
+    const strict = awsProvider.createWatcher({ endpoint: harness.emulator.url, pollIntervalMs: 100, requestTimeoutMs: 300, logger: silentLogger, metrics });
+    await expect(strict.identity(AbortSignal.timeout(800))).rejects.toThrow();
+    expect((await metrics.metadataErrorsTotal.get()).values.find((v) => v.labels.reason === 'http_403')?.value).toBeGreaterThan(0);
   });
 
   it('spools a notice while Redis is down and delivers it exactly once when Redis is back', async () => {
