@@ -83,6 +83,8 @@ export class FakeKubeApiServer {
   readonly faults: Fault[] = [];
   /** Called before each node PATCH is applied: lets a test play another writer (bump the resourceVersion). */
   beforeNodePatch: ((node: Json) => void) | undefined;
+  /** Called before each eviction is decided (`namespace/name`): lets a test replace or delete the pod. */
+  beforeEviction: ((key: string) => void) | undefined;
   private server: Server | undefined;
   private rv = 100;
   private readonly token: string;
@@ -255,13 +257,15 @@ export class FakeKubeApiServer {
         const ev = body as Json | undefined;
         if (ev?.apiVersion !== 'policy/v1' || ev?.kind !== 'Eviction' || (ev.metadata as Json | undefined)?.name !== m[2])
           return this.send(res, rec, 400, status(400, 'BadRequest', 'body must be a policy/v1 Eviction naming the pod'));
-        if (!pod) return notFound();
-        const meta = pod.metadata as Json;
+        this.beforeEviction?.(key);
+        const current = this.pods.get(key);
+        if (!current) return notFound();
+        const meta = current.metadata as Json;
         const wantUid = ((ev.deleteOptions as Json | undefined)?.preconditions as Json | undefined)?.uid;
         if (wantUid !== undefined && wantUid !== meta.uid)
           return this.send(res, rec, 409, status(409, 'Conflict', `Precondition failed: UID in precondition: ${String(wantUid)}, UID in object meta: ${String(meta.uid)}`));
-        if (pod._pdbBlocks > 0) {
-          pod._pdbBlocks--;
+        if (current._pdbBlocks > 0) {
+          current._pdbBlocks--;
           return this.send(
             res,
             rec,

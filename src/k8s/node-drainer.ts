@@ -481,6 +481,8 @@ export class NodeDrainer {
       } catch (err) {
         last = toKubeCallError('evict pod', err);
         if (last.status === 404) return { ...base, outcome: 'gone', result: 'ok', attempts, detail: 'pod no longer exists' };
+        // The uid precondition failed: a new pod of the same name replaced the one listed (elsewhere, after the cordon).
+        if (last.status === 409) return { ...base, outcome: 'gone', result: 'ok', attempts, detail: 'pod was replaced by a new one of the same name' };
         if (last.outcome === 'fatal') {
           this.logger.error({ pod: `${pod.namespace}/${pod.name}`, err: last.message }, 'eviction refused');
           return { ...base, outcome: 'failed', result: 'fatal', attempts, detail: last.message };

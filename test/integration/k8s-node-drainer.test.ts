@@ -169,6 +169,24 @@ describe('NodeDrainer on an interruption', () => {
     expect(String(drained!.message)).toMatch(/1 evicted.*1 blocked|1 blocked.*1 evicted/);
   });
 
+  it('treats a pod replaced by a same-named one (uid precondition fails) as gone, and a vanished one too', async () => {
+    api.addPod({ namespace: 'web', name: 'api-0', nodeName: NODE, ownerKind: 'StatefulSet', pdbBlocks: 1 });
+    let replaced = false;
+    api.beforeEviction = (key) => {
+      if (key === 'web/api-0' && calls('POST', /api-0\/eviction$/).length === 2 && !replaced) {
+        replaced = true;
+        api.addPod({ namespace: 'web', name: 'api-0', nodeName: 'other-node', ownerKind: 'StatefulSet' }); // new uid
+      }
+      if (key === 'web/frontend-7d9f-abcde') api.pods.delete(key);
+    };
+    const report = await drainer().onNotice(notice('interruption', 'terminate', 10_000), { migratedPods: ['infer/llm-0'] });
+    expect(report.result).toBe('ok');
+    expect(report.pods.find((p) => p.name === 'api-0')).toMatchObject({ outcome: 'gone', attempts: 2, detail: expect.stringContaining('replaced') });
+    expect(calls('POST', /api-0\/eviction$/).map((r) => r.status)).toEqual([429, 409]);
+    expect(report.pods.find((p) => p.name === 'frontend-7d9f-abcde')).toMatchObject({ outcome: 'gone', detail: 'pod no longer exists' });
+    expect(api.pods.has('web/api-0')).toBe(true); // the new pod is untouched
+  });
+
   it('re-reads the node and retries on a resourceVersion conflict, and on a 5xx', async () => {
     let writes = 0;
     api.beforeNodePatch = (node) => {
