@@ -1,4 +1,4 @@
-import { SpotwatchError } from '../../src/errors.js';
+import { MetadataError, statusReason, transportReason } from '../../src/metadata-error.js';
 import type { Metrics } from '../../src/metrics.js';
 import { HttpRequestError, request, type HttpResponse } from '../../src/util/http-request.js';
 
@@ -6,19 +6,6 @@ import { HttpRequestError, request, type HttpResponse } from '../../src/util/htt
 export const DEFAULT_TOKEN_TTL_SECONDS = 21_600;
 /** Renew the token this long before it expires, so a request never races its expiry. */
 const TOKEN_RENEW_MARGIN_MS = 60_000;
-
-export type MetadataErrorReason = 'timeout' | 'http_5xx' | 'http_429' | 'http_401' | 'http_403' | 'connection' | 'other';
-
-/** A metadata request that did not produce an answer we can read. Never to be taken as "no notice". */
-export class MetadataError extends SpotwatchError {
-  constructor(
-    readonly reason: MetadataErrorReason,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(reason === 'timeout' ? 'METADATA_TIMEOUT' : reason === 'http_401' ? 'METADATA_UNAUTHORIZED' : 'METADATA_UNAVAILABLE', message, options);
-  }
-}
 
 export interface ImdsClientOptions {
   endpoint: string;
@@ -105,8 +92,6 @@ export class ImdsClient {
   }
 
   private statusError(path: string, status: number): MetadataError {
-    const reason: MetadataErrorReason =
-      status === 401 ? 'http_401' : status === 403 ? 'http_403' : status === 429 ? 'http_429' : status >= 500 ? 'http_5xx' : 'other';
     const hint =
       status === 401
         ? 'the IMDSv2 token was refused even after renewal'
@@ -115,14 +100,10 @@ export class ImdsClient {
           : status === 429
             ? 'IMDS is throttling; spotwatch backs off'
             : 'IMDS answered with an error';
-    return new MetadataError(reason, `IMDS ${path}: HTTP ${status} (${hint})`);
+    return new MetadataError(status === 403 ? 'http_403' : statusReason(status), `IMDS ${path}: HTTP ${status} (${hint})`);
   }
 
   private transportError(path: string, err: unknown): MetadataError {
-    if (err instanceof HttpRequestError) {
-      const reason: MetadataErrorReason = err.reason === 'timeout' ? 'timeout' : err.reason === 'connection' ? 'connection' : 'other';
-      return new MetadataError(reason, `IMDS ${path}: ${err.message}`, { cause: err });
-    }
-    return new MetadataError('other', `IMDS ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    return new MetadataError(transportReason(err), `IMDS ${path}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
   }
 }

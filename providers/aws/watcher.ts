@@ -1,9 +1,10 @@
 import { describeError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
+import { MetadataError } from '../../src/metadata-error.js';
 import type { Notice } from '../../src/notice.js';
 import type { InstanceIdentity, Lifecycle, NoticeHandler, NoticeWatcher, WatcherHealth, WatcherOptions } from '../../src/provider.js';
 import { backoffMs, sleep } from '../../src/util/sleep.js';
-import { ImdsClient, MetadataError } from './imds-client.js';
+import { ImdsClient } from './imds-client.js';
 import { awsParsers } from './parsers.js';
 
 /** The IMDS paths that carry notices, each read by the `spotwatch parse` source of the same document. */

@@ -1,4 +1,5 @@
 import { SpotwatchError } from '../../src/errors.js';
+import { MetadataError, MetadataRequestAborted, statusReason, transportReason } from '../../src/metadata-error.js';
 import type { Metrics } from '../../src/metrics.js';
 import { HttpRequestError, request, type HttpResponse } from '../../src/util/http-request.js';
 
@@ -12,31 +13,13 @@ export const AZURE_SCHEDULED_EVENTS_API_VERSION = '2020-07-01';
 export const AZURE_COMPUTE_PATH = '/metadata/instance/compute';
 export const AZURE_COMPUTE_API_VERSION = '2021-02-01';
 
-export type MetadataErrorReason = 'timeout' | 'http_5xx' | 'http_429' | 'http_401' | 'connection' | 'other';
-
 /** An IMDS request that produced no usable answer. Never to be read as "no notice". */
-export class AzureMetadataError extends SpotwatchError {
-  constructor(
-    readonly reason: MetadataErrorReason,
-    message: string,
-    readonly status?: number,
-    options?: { cause?: unknown },
-  ) {
-    super(reason === 'timeout' ? 'METADATA_TIMEOUT' : reason === 'http_401' ? 'METADATA_UNAUTHORIZED' : 'METADATA_UNAVAILABLE', message, options);
-    this.name = 'AzureMetadataError';
-  }
+export class AzureMetadataError extends MetadataError {
+  override readonly name = 'AzureMetadataError';
 
   /** Worth retrying: timeouts, 5xx, 429, 410 (IMDS: "retry after a while"), refused or dropped connections. */
   get retryable(): boolean {
     return this.reason !== 'other' || this.status === 410;
-  }
-}
-
-/** The request was aborted by its caller (the watcher is stopping); not an error to count. */
-export class AzureRequestAborted extends Error {
-  constructor(path: string) {
-    super(`Azure IMDS ${path}: aborted`);
-    this.name = 'AzureRequestAborted';
   }
 }
 
@@ -90,7 +73,7 @@ export class AzureMetadataClient {
   }
 
   private async send(method: 'GET' | 'POST', path: string, apiVersion: string, body: string | undefined, options: AzureRequestOptions): Promise<HttpResponse> {
-    if (options.signal?.aborted) throw new AzureRequestAborted(path);
+    if (options.signal?.aborted) throw new MetadataRequestAborted('Azure IMDS', path);
     const label = path.replace('/metadata/', '') + (method === 'POST' ? ':approve' : '');
     this.options.metrics?.metadataRequestsTotal.inc({ provider: 'azure', path: label });
     const headers: Record<string, string> = { Metadata: 'true' };
@@ -106,9 +89,8 @@ export class AzureMetadataClient {
         maxBytes: 1024 * 1024,
       });
     } catch (err) {
-      if (err instanceof HttpRequestError && err.reason === 'aborted') throw new AzureRequestAborted(path);
-      const reason: MetadataErrorReason = err instanceof HttpRequestError ? (err.reason === 'timeout' ? 'timeout' : err.reason === 'connection' ? 'connection' : 'other') : 'other';
-      throw this.fail(new AzureMetadataError(reason, `Azure IMDS ${path}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err }));
+      if (err instanceof HttpRequestError && err.reason === 'aborted') throw new MetadataRequestAborted('Azure IMDS', path);
+      throw this.fail(new AzureMetadataError(transportReason(err), `Azure IMDS ${path}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err }));
     }
     if (answer.status < 200 || answer.status > 299) throw this.fail(statusError(path, answer));
     this.options.metrics?.metadataLastSuccess.set({ provider: 'azure' }, Date.now() / 1000);
@@ -123,7 +105,6 @@ export class AzureMetadataClient {
 
 function statusError(path: string, answer: HttpResponse): AzureMetadataError {
   const status = answer.status;
-  const reason: MetadataErrorReason = status === 401 ? 'http_401' : status === 429 ? 'http_429' : status >= 500 ? 'http_5xx' : 'other';
   let detail = '';
   try {
     const json = JSON.parse(answer.body) as { error?: unknown };
@@ -139,7 +120,7 @@ function statusError(path: string, answer: HttpResponse): AzureMetadataError {
         : status === 429
           ? ' (IMDS allows about 5 requests per second; backing off)'
           : '';
-  return new AzureMetadataError(reason, `Azure IMDS ${path}: HTTP ${status}${detail}${hint}`, status);
+  return new AzureMetadataError(statusReason(status), `Azure IMDS ${path}: HTTP ${status}${detail}${hint}`, status);
 }
 
 export interface ApproveOptions {

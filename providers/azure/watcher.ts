@@ -1,10 +1,11 @@
 import { describeError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
+import { MetadataRequestAborted } from '../../src/metadata-error.js';
+import { NoticeEmitter } from '../../src/notice-emitter.js';
 import { makeNotice, type Notice, type NoticeFacts } from '../../src/notice.js';
 import type { InstanceIdentity, Lifecycle, NoticeHandler, NoticeWatcher, WatcherHealth, WatcherOptions } from '../../src/provider.js';
 import { sleep } from '../../src/util/sleep.js';
-import { AzureMetadataClient, AzureMetadataError, AzureRequestAborted } from './metadata-client.js';
-import { NoticeEmitter } from '../../src/notice-emitter.js';
+import { AzureMetadataClient, AzureMetadataError } from './metadata-client.js';
 import { cancelledFacts, readScheduledEventsDocument, resourceNameFromCompute, scheduledEventFacts, type ScheduledEventsDocument } from './parsers.js';
 
 /**
@@ -139,7 +140,7 @@ export class AzureWatcher implements NoticeWatcher {
         ok = true;
       } catch (err) {
         this.inFlightUntil = 0;
-        if (signal.aborted || err instanceof AzureRequestAborted) break;
+        if (signal.aborted || err instanceof MetadataRequestAborted) break;
         if (!(err instanceof AzureMetadataError)) this.options.metrics.metadataErrorsTotal.inc({ provider: 'azure', reason: 'other' });
         this.consecutiveErrors++;
         const level = this.consecutiveErrors === 1 || this.consecutiveErrors % 30 === 0 ? 'warn' : 'debug';
@@ -225,12 +226,12 @@ export class AzureWatcher implements NoticeWatcher {
         const compute = await this.client.compute({ signal });
         return compute;
       } catch (err) {
-        if (signal?.aborted || err instanceof AzureRequestAborted) throw err;
+        if (signal?.aborted || err instanceof MetadataRequestAborted) throw err;
         if (err instanceof AzureMetadataError && !err.retryable) throw err;
         const wait = Math.min(5_000, this.errorBackoffMs * attempt);
         this.logger.warn({ err: describeError(err), retryInMs: wait }, 'cannot read the Azure compute metadata yet');
         await sleep(wait, signal);
-        if (signal?.aborted) throw new AzureRequestAborted('/metadata/instance/compute');
+        if (signal?.aborted) throw new MetadataRequestAborted('Azure IMDS', '/metadata/instance/compute');
       }
     }
   }

@@ -1,5 +1,5 @@
-import { SpotwatchError } from '../../src/errors.js';
 import type { Metrics } from '../../src/metrics.js';
+import { MetadataError, MetadataRequestAborted, statusReason, transportReason } from '../../src/metadata-error.js';
 import { HttpRequestError, request, type HttpResponse } from '../../src/util/http-request.js';
 
 /**
@@ -9,31 +9,13 @@ import { HttpRequestError, request, type HttpResponse } from '../../src/util/htt
  */
 export const GCP_METADATA_PREFIX = '/computeMetadata/v1/';
 
-export type MetadataErrorReason = 'timeout' | 'http_5xx' | 'http_429' | 'http_401' | 'connection' | 'other';
-
 /** A metadata request that produced no usable answer. Never to be read as "no notice". */
-export class GcpMetadataError extends SpotwatchError {
-  constructor(
-    readonly reason: MetadataErrorReason,
-    message: string,
-    readonly status?: number,
-    options?: { cause?: unknown },
-  ) {
-    super(reason === 'timeout' ? 'METADATA_TIMEOUT' : reason === 'http_401' ? 'METADATA_UNAUTHORIZED' : 'METADATA_UNAVAILABLE', message, options);
-    this.name = 'GcpMetadataError';
-  }
+export class GcpMetadataError extends MetadataError {
+  override readonly name = 'GcpMetadataError';
 
   /** Worth retrying: the server may answer later (timeouts, 5xx, 429, refused or dropped connections). */
   get retryable(): boolean {
     return this.reason !== 'other' && this.reason !== 'http_401';
-  }
-}
-
-/** The request was aborted by its caller (the watcher is stopping); not an error to count. */
-export class GcpRequestAborted extends Error {
-  constructor(path: string) {
-    super(`GCE metadata ${path}: aborted`);
-    this.name = 'GcpRequestAborted';
   }
 }
 
@@ -151,7 +133,7 @@ export class GcpMetadataClient {
   }
 
   private raw(path: string, pathAndQuery: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<HttpResponse> {
-    if (signal?.aborted) return Promise.reject(new GcpRequestAborted(path));
+    if (signal?.aborted) return Promise.reject(new MetadataRequestAborted('GCE metadata', path));
     this.options.metrics?.metadataRequestsTotal.inc({ provider: 'gcp', path });
     return request(`${this.base}${GCP_METADATA_PREFIX}${pathAndQuery}`, { headers: { 'Metadata-Flavor': 'Google' }, timeoutMs, signal, maxBytes: 256 * 1024 });
   }
@@ -167,13 +149,9 @@ export class GcpMetadataClient {
   }
 
   private transportError(path: string, err: unknown): Error {
-    if (err instanceof GcpMetadataError || err instanceof GcpRequestAborted) return err;
-    if (err instanceof HttpRequestError) {
-      if (err.reason === 'aborted') return new GcpRequestAborted(path);
-      const reason: MetadataErrorReason = err.reason === 'timeout' ? 'timeout' : err.reason === 'connection' ? 'connection' : 'other';
-      return this.fail(new GcpMetadataError(reason, `GCE metadata ${path}: ${err.message}`, undefined, { cause: err }));
-    }
-    return this.fail(new GcpMetadataError('other', `GCE metadata ${path}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err }));
+    if (err instanceof GcpMetadataError || err instanceof MetadataRequestAborted) return err;
+    if (err instanceof HttpRequestError && err.reason === 'aborted') return new MetadataRequestAborted('GCE metadata', path);
+    return this.fail(new GcpMetadataError(transportReason(err), `GCE metadata ${path}: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err }));
   }
 
   private fail(err: GcpMetadataError): GcpMetadataError {
@@ -187,7 +165,6 @@ export class GcpMetadataClient {
 }
 
 function statusError(path: string, status: number): GcpMetadataError {
-  const reason: MetadataErrorReason = status === 401 ? 'http_401' : status === 429 ? 'http_429' : status >= 500 ? 'http_5xx' : 'other';
   const hint =
     status === 403
       ? 'refused: the request lacked "Metadata-Flavor: Google" or carried X-Forwarded-For (a proxy)'
@@ -198,5 +175,5 @@ function statusError(path: string, status: number): GcpMetadataError {
           : status === 429
             ? 'throttled; backing off'
             : 'the metadata server answered with an error';
-  return new GcpMetadataError(reason, `GCE metadata ${path}: HTTP ${status} (${hint})`, status);
+  return new GcpMetadataError(statusReason(status), `GCE metadata ${path}: HTTP ${status} (${hint})`, status);
 }

@@ -1,10 +1,11 @@
 import { describeError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
+import { MetadataRequestAborted } from '../../src/metadata-error.js';
+import { NoticeEmitter } from '../../src/notice-emitter.js';
 import { makeNotice, type NoticeFacts } from '../../src/notice.js';
 import type { InstanceIdentity, Lifecycle, NoticeHandler, NoticeWatcher, WatcherHealth, WatcherOptions } from '../../src/provider.js';
 import { sleep } from '../../src/util/sleep.js';
-import { GcpMetadataClient, GcpMetadataError, GcpRequestAborted, type GcpValue } from './metadata-client.js';
-import { NoticeEmitter } from '../../src/notice-emitter.js';
+import { GcpMetadataClient, GcpMetadataError, type GcpValue } from './metadata-client.js';
 import {
   GCP_PREEMPTION_DEADLINE_MS,
   GCP_TERMINATE_MAINTENANCE_DEADLINE_MS,
@@ -141,7 +142,7 @@ export class GcpWatcher implements NoticeWatcher {
             ? await this.client.get(loop.key, { signal })
             : await this.client.waitForChange(loop.key, loop.etag, this.hangingTimeoutSec, { signal });
       } catch (err) {
-        if (signal.aborted || err instanceof GcpRequestAborted) break;
+        if (signal.aborted || err instanceof MetadataRequestAborted) break;
         loop.lastProgressAt = Date.now();
         loop.consecutiveErrors++;
         const level = loop.consecutiveErrors === 1 || loop.consecutiveErrors % 30 === 0 ? 'warn' : 'debug';
@@ -237,12 +238,12 @@ export class GcpWatcher implements NoticeWatcher {
         return value.trim();
       } catch (err) {
         if (optional && err instanceof GcpMetadataError && err.status === 404) return undefined;
-        if (signal?.aborted || err instanceof GcpRequestAborted) throw err;
+        if (signal?.aborted || err instanceof MetadataRequestAborted) throw err;
         if (err instanceof GcpMetadataError && !err.retryable) throw err;
         const wait = Math.min(5_000, this.errorBackoffMs * attempt);
         this.logger.warn({ path, err: describeError(err), retryInMs: wait }, 'cannot read the GCE metadata yet');
         await sleep(wait, signal);
-        if (signal?.aborted) throw new GcpRequestAborted(path);
+        if (signal?.aborted) throw new MetadataRequestAborted('GCE metadata', path);
       }
     }
   }
