@@ -13,6 +13,7 @@ import { startOpsServer, type OpsServer, type ReadinessCheck } from './http-serv
 import type { CheckpointEngine } from '../engines/checkpoint-engine.js';
 import { CriuEngine } from '../engines/criu/index.js';
 import { NodeRuntime } from '../migration/node-runtime.js';
+import type { NodeDrainer } from '../k8s/node-drainer.js';
 
 /** The whole shutdown must fit in this (Kubernetes' and systemd's grace periods are longer). */
 export const SHUTDOWN_BUDGET_MS = 5_000;
@@ -26,6 +27,8 @@ export interface AgentDeps {
   onDelivered?: (notice: Notice, outcome: DeliveryOutcome, latencyMs: number) => void;
   /** The checkpoint engine for migrations (default: CRIU). */
   engine?: CheckpointEngine;
+  /** Kubernetes actions on this node (cordon, taint, Event, eviction of pods that are not migrated). */
+  drainer?: NodeDrainer | undefined;
 }
 
 /**
@@ -70,6 +73,11 @@ export class Agent {
     return this.ops?.port;
   }
 
+  /** Kubernetes actions for this node's notices (set before `start`). */
+  setDrainer(drainer: NodeDrainer): void {
+    this.deps.drainer = drainer;
+  }
+
   /** The migration side (registry, planner, workers, image receiver), when `--migrate` is on. */
   get migration(): NodeRuntime | undefined {
     return this.runtime;
@@ -112,6 +120,7 @@ export class Agent {
     this.startAbort.abort();
     const work = (async () => {
       await this.watcher.stop();
+      await Promise.allSettled([...this.clusterWork]);
       await this.runtime?.stop();
       await this.deliverer.close();
       await this.queue.close();
@@ -145,6 +154,28 @@ export class Agent {
     };
   }
 
+  private readonly clusterWork = new Set<Promise<void>>();
+
+  private track(work: Promise<void>): void {
+    this.clusterWork.add(work);
+    void work.finally(() => this.clusterWork.delete(work));
+  }
+
+  /**
+   * Cordon / taint / Event / evict on this node's Kubernetes Node, in the background (the notice is already
+   * stored). Pods whose task is migrating are never evicted: an eviction mid-checkpoint would kill the task.
+   */
+  private async actOnCluster(drainer: NodeDrainer, notice: Notice): Promise<void> {
+    try {
+      const tasks = (await this.runtime?.registry.tasksOnNode(this.nodeId)) ?? [];
+      const migratedPods = tasks.filter((t) => t.pod && (t.state === 'running' || t.state === 'migrating')).map((t) => t.pod!);
+      const report = await drainer.onNotice(notice, { migratedPods });
+      this.logger.info({ noticeId: notice.id, plan: report.plan, result: report.result, steps: report.steps.length, pods: report.pods.length }, 'Kubernetes actions done');
+    } catch (err) {
+      this.logger.warn({ noticeId: notice.id, err: describeError(err) }, 'Kubernetes actions failed');
+    }
+  }
+
   private async handle(notice: Notice): Promise<void> {
     if (!this.counted.has(notice.id)) {
       this.counted.add(notice.id);
@@ -155,6 +186,7 @@ export class Agent {
       const latencyMs = Date.now() - Date.parse(notice.detectedAt);
       this.logger.info({ noticeId: notice.id, kind: notice.kind, action: notice.action, deadline: notice.deadline, outcome, latencyMs }, 'notice enqueued');
       this.deps.onDelivered?.(notice, outcome, latencyMs);
+      if (this.deps.drainer) this.track(this.actOnCluster(this.deps.drainer, notice));
     } catch (err) {
       // Only a failing spool (disk full, read-only) lands here: nothing else can keep the notice.
       this.metrics.enqueueTotal.inc({ result: 'failed' });

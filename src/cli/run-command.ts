@@ -18,6 +18,8 @@ default the hostname). With --pid, registers a process that is already running i
                checkpoint-to-storage (default), stop, none
   --priority   higher first when several tasks share a notice (default 0)
   --mem-hint   memory of the task in MiB, until the agent measures it
+  --pod        namespace/name of the Kubernetes pod the task runs in (default: POD_NAMESPACE/POD_NAME
+               from the environment); the agent never evicts a pod whose task it migrates
   plus --redis-url, --queue-prefix, --node-id (flags or environment, as for the agent)
 `;
 
@@ -35,6 +37,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       fallback: { type: 'string', default: 'checkpoint-to-storage' },
       log: { type: 'string' },
       pid: { type: 'string' },
+      pod: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     io,
@@ -60,6 +63,8 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
   if (values.pid !== undefined && command.length > 0) return fail('give either --pid or a command, not both');
 
   const nodeId = config.nodeId ?? hostname();
+  const pod = (values.pod as string | undefined) ?? (io.env.POD_NAMESPACE && io.env.POD_NAME ? `${io.env.POD_NAMESPACE}/${io.env.POD_NAME}` : undefined);
+  if (pod !== undefined && !/^[a-z0-9][-a-z0-9]*\/[a-z0-9][-.a-z0-9]*$/.test(pod)) return fail(`--pod "${pod}" is not namespace/name`);
   const id = (values.id as string | undefined) ?? `task-${Date.now().toString(36)}`;
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) return fail(`--id "${id}" may only use letters, digits, ".", "_" and "-" (up to 64)`);
   const logPath = (values.log as string | undefined) ?? join(dirname(config.spoolPath), 'tasks', `${id}.log`);
@@ -102,6 +107,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       state: 'running',
       command: command.length > 0 ? command : [`pid:${pid}`],
       logPath: values.pid !== undefined ? '' : logPath,
+      ...(pod ? { pod } : {}),
       startedAt: Date.now(),
       updatedAt: Date.now(),
       migrations: 0,

@@ -44,6 +44,8 @@ export interface TaskRecord {
   command: string[];
   /** Where the task's stdout/stderr go (kept open across migrations). */
   logPath: string;
+  /** `namespace/name` of the Kubernetes pod the task runs in, if any (never evicted while migrating). */
+  pod?: string;
   startedAt: number;
   updatedAt: number;
   migrations: number;
