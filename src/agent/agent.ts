@@ -12,6 +12,7 @@ import { NoticeSpool } from '../queue/spool.js';
 import { startOpsServer, type OpsServer, type ReadinessCheck } from './http-server.js';
 import type { CheckpointEngine } from '../engines/checkpoint-engine.js';
 import { CriuEngine } from '../engines/criu/index.js';
+import { CudaCheckpointHook, queryGpus } from '../engines/cuda/index.js';
 import { NodeRuntime } from '../migration/node-runtime.js';
 import type { NodeDrainer } from '../k8s/node-drainer.js';
 
@@ -100,7 +101,9 @@ export class Agent {
         config: this.deps.config,
         nodeId: this.nodeId,
         identity: this.identityValue,
-        engine: this.deps.engine ?? new CriuEngine(),
+        // The CUDA hook only applies to tasks that hold a GPU (/dev/nvidia* open); CPU tasks go straight to CRIU.
+        engine: this.deps.engine ?? new CriuEngine({ hooks: [new CudaCheckpointHook()] }),
+        gpuInfo: nodeGpus,
         logger: this.logger,
         metrics: this.metrics,
         onDrained: async (notice) => {
@@ -193,4 +196,10 @@ export class Agent {
       this.logger.error({ noticeId: notice.id, err: describeError(err) }, 'notice could not be stored in Redis or the spool');
     }
   }
+}
+
+/** This node's GPUs for the registry (nvidia-smi); none when there is no NVIDIA driver. */
+async function nodeGpus(): Promise<{ model: string; count: number; freeBytes: number }> {
+  const gpus = (await queryGpus().catch(() => undefined)) ?? [];
+  return { model: gpus[0]?.name ?? '', count: gpus.length, freeBytes: gpus.reduce((sum, g) => sum + g.memoryFreeBytes, 0) };
 }

@@ -101,7 +101,8 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       engine: 'criu',
       memBytes: mib('mem-hint') ?? (await estimateImageBytes(pid).catch(() => 0)),
       gpuMemBytes: mib('gpu-mem') ?? 0,
-      gpuModel: '',
+      // A GPU task moves only to the same GPU model: this node's, as its agent heartbeats it.
+      gpuModel: mib('gpu-mem') ? ((await registry.getNode(nodeId))?.gpuModel ?? '') : '',
       priority,
       fallback,
       state: 'running',

@@ -7,7 +7,8 @@ import { Queue, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
 import type { CheckpointEngine, EngineFailure, EngineResult } from '../engines/checkpoint-engine.js';
 import { listenForImageStreams, tcpImageSink, type ImageStreamListener } from '../engines/criu/transport.js';
-import { estimateImageBytes, pidExists, signalAll, waitGone } from '../engines/criu/proc.js';
+import { estimateImageBytes, pidExists, processTree, signalAll, waitGone } from '../engines/criu/proc.js';
+import { gpuMemoryByPid } from '../engines/cuda/index.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -136,7 +137,7 @@ export class NodeRuntime {
       heartbeatAt: Date.now(),
     };
     await this.registry.heartbeat(node, config.heartbeatMs * 3);
-    await this.watchTasks();
+    await this.watchTasks(gpu.count > 0 ? gpu.model : '');
   }
 
   /**
@@ -144,7 +145,9 @@ export class NodeRuntime {
    * reservations and time estimates from it), and `exited` once the process is gone. A migrating task is the
    * migration's business.
    */
-  private async watchTasks(): Promise<void> {
+  private async watchTasks(gpuModel: string): Promise<void> {
+    // Device memory per process, from the driver's own accounting (one nvidia-smi call for all tasks).
+    const gpuByPid = gpuModel ? await gpuMemoryByPid().catch(() => undefined) : undefined;
     for (const task of await this.registry.tasksOnNode(this.o.nodeId)) {
       if (task.nodeId !== this.o.nodeId || task.state !== 'running') continue;
       if (!pidExists(task.pid)) {
@@ -153,7 +156,15 @@ export class NodeRuntime {
         continue;
       }
       const memBytes = await estimateImageBytes(task.pid).catch(() => 0);
-      if (memBytes > 0 && Math.abs(memBytes - task.memBytes) > task.memBytes * 0.05) await this.registry.updateTask(task.id, { memBytes });
+      const patch: Partial<TaskRecord> = {};
+      if (memBytes > 0 && Math.abs(memBytes - task.memBytes) > task.memBytes * 0.05) patch.memBytes = memBytes;
+      if (gpuByPid) {
+        const tree = await processTree(task.pid).catch(() => [task.pid]);
+        const gpuMemBytes = tree.reduce((sum, pid) => sum + (gpuByPid.get(pid) ?? 0), 0);
+        if (gpuMemBytes !== task.gpuMemBytes) patch.gpuMemBytes = gpuMemBytes;
+        if (gpuMemBytes > 0 && task.gpuModel !== gpuModel) patch.gpuModel = gpuModel;
+      }
+      if (Object.keys(patch).length > 0) await this.registry.updateTask(task.id, patch);
     }
   }
 
