@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { SpotwatchError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -7,13 +8,16 @@ import type { Logger } from './logger.js';
  * environment over default. Validated once at start; every problem is reported together.
  *
  * `CONFIG_OPTIONS` is the single source for flag names, environment variables, defaults and help text:
- * the CLI's `--help` and the README's configuration table both come from it.
+ * the CLI's `--help` and the README's configuration table both come from it. The other option tables
+ * (`spotwatch webhook`, the cloud APIs) have the same shape and are loaded by the same `loadOptionTable`.
  */
-interface OptionSpec {
+export interface OptionSpec {
   flag: string;
-  env: string[];
+  env: readonly string[];
   description: string;
   default?: string;
+  /** Never logged, nor echoed in a configuration error. */
+  secret?: boolean;
 }
 
 export const CONFIG_OPTIONS = {
@@ -47,20 +51,20 @@ export const CONFIG_OPTIONS = {
 
 export type ConfigKey = keyof typeof CONFIG_OPTIONS;
 
-const intString = (min: number, max: number) =>
+export const intString = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d+$/, 'must be a whole number')
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
 
-const boolString = z
+export const boolString = z
   .string()
   .transform((s) => s.toLowerCase())
   .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no']))
   .transform((s) => s === 'true' || s === '1' || s === 'yes');
 
-const urlString = (protocols: string[]) =>
+export const urlString = (protocols: string[]) =>
   z.string().refine((s) => {
     try {
       return protocols.includes(new URL(s).protocol);
@@ -68,6 +72,15 @@ const urlString = (protocols: string[]) =>
       return false;
     }
   }, `must be a URL (${protocols.join(' or ')})`);
+
+export const readableFile = z.string().refine((p) => {
+  try {
+    readFileSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be a readable file');
 
 export const configSchema = z.object({
   provider: z.enum(['auto', 'aws', 'gcp', 'azure']),
@@ -104,8 +117,8 @@ export const configSchema = z.object({
 export type Config = z.infer<typeof configSchema>;
 
 /** Rules that involve several options; reported together with the per-option problems. */
-function crossChecks(c: Config): { key: ConfigKey; message: string }[] {
-  const problems: { key: ConfigKey; message: string }[] = [];
+function crossChecks(c: Config): ConfigProblem<ConfigKey>[] {
+  const problems: ConfigProblem<ConfigKey>[] = [];
   if (c.migrate && !c.clusterToken) problems.push({ key: 'clusterToken', message: 'is required while --migrate is on (agents authenticate image streams with it); or pass --migrate false' });
   const tls = [c.tlsCert, c.tlsKey, c.tlsCa].filter(Boolean).length;
   if (tls > 0 && tls < 3) problems.push({ key: 'tlsCert', message: 'TLS between agents needs all three of --tls-cert, --tls-key and --tls-ca' });
@@ -115,21 +128,29 @@ function crossChecks(c: Config): { key: ConfigKey; message: string }[] {
 /** Where each effective value came from, for the start-up log line. */
 export type ConfigOrigin = 'option' | 'env' | 'default';
 
+/** An error found by a rule that involves several options, reported under one of them. */
+export interface ConfigProblem<K extends string> {
+  key: K;
+  message: string;
+}
+
 /**
- * Resolves the config: explicit option, then the first environment variable set, then the default.
- * Throws one `CONFIG_INVALID` error listing every invalid value (with its origin) at once.
+ * Resolves one option table against a schema: explicit option, then the first environment variable set,
+ * then the default. `check` adds the problems of rules involving several options (run once the schema
+ * passes). Throws one `CONFIG_INVALID` error listing every invalid value (and where it came from).
  */
-export function loadConfig(
-  options: Partial<Record<ConfigKey, string | undefined>>,
-  env: NodeJS.ProcessEnv = process.env,
-  /** `agent`: also the rules only a running agent needs (cluster token with --migrate, complete TLS). */
-  rules: 'agent' | 'client' = 'client',
-): { config: Config; origins: Record<ConfigKey, ConfigOrigin> } {
+export function loadOptionTable<T extends Record<string, OptionSpec>, S extends z.ZodType>(
+  table: T,
+  schema: S,
+  options: Partial<Record<keyof T, string | undefined>>,
+  env: NodeJS.ProcessEnv,
+  check?: (config: z.infer<S>) => ConfigProblem<keyof T & string>[],
+): { config: z.infer<S>; origins: Record<keyof T, ConfigOrigin> } {
   const raw: Record<string, string | undefined> = {};
-  const origins = {} as Record<ConfigKey, ConfigOrigin>;
-  const from = {} as Record<ConfigKey, string>;
-  for (const key of Object.keys(CONFIG_OPTIONS) as ConfigKey[]) {
-    const spec: OptionSpec = CONFIG_OPTIONS[key];
+  const origins = {} as Record<keyof T, ConfigOrigin>;
+  const from: Record<string, string> = {};
+  for (const key of Object.keys(table) as (keyof T & string)[]) {
+    const spec = table[key] as OptionSpec;
     const explicit = options[key];
     const envName = spec.env.find((name) => env[name] !== undefined && env[name] !== '');
     if (explicit !== undefined) {
@@ -146,19 +167,55 @@ export function loadConfig(
       from[key] = 'default';
     }
   }
-  const parsed = configSchema.safeParse(raw);
-  const cross = parsed.success && rules === 'agent' ? crossChecks(parsed.data) : [];
+  const parsed = schema.safeParse(raw);
+  const cross = parsed.success && check ? check(parsed.data) : [];
   if (!parsed.success || cross.length > 0) {
     const issues = parsed.success ? cross.map((c) => ({ path: [c.key], message: c.message })) : parsed.error.issues;
     const problems = issues.map((issue) => {
-      const key = String(issue.path[0]) as ConfigKey;
-      const spec = CONFIG_OPTIONS[key];
+      const key = String(issue.path[0]);
+      const spec: OptionSpec | undefined = table[key];
       const where = spec ? `${spec.flag} (from ${from[key]})` : key;
-      return `${where}: ${issue.message}${raw[key] !== undefined ? ` (got ${JSON.stringify(raw[key])})` : ''}`;
+      const shown = raw[key] !== undefined && !spec?.secret ? ` (got ${JSON.stringify(raw[key])})` : '';
+      return `${where}: ${issue.message}${shown}`;
     });
     throw new SpotwatchError('CONFIG_INVALID', `invalid configuration — fix these and start again:\n  ${problems.join('\n  ')}`);
   }
-  return { config: parsed.data!, origins };
+  return { config: parsed.data as z.infer<S>, origins };
+}
+
+/**
+ * Resolves the config: explicit option, then the first environment variable set, then the default.
+ * Throws one `CONFIG_INVALID` error listing every invalid value (with its origin) at once.
+ */
+export function loadConfig(
+  options: Partial<Record<ConfigKey, string | undefined>>,
+  env: NodeJS.ProcessEnv = process.env,
+  /** `agent`: also the rules only a running agent needs (cluster token with --migrate, complete TLS). */
+  rules: 'agent' | 'client' = 'client',
+): { config: Config; origins: Record<ConfigKey, ConfigOrigin> } {
+  return loadOptionTable(CONFIG_OPTIONS, configSchema, options, env, rules === 'agent' ? crossChecks : undefined);
+}
+
+/** `--flag value` parseArgs options of an option table. */
+export function tableArgOptions(table: Record<string, OptionSpec>): Record<string, { type: 'string' }> {
+  return Object.fromEntries(Object.values(table).map((o) => [o.flag.slice(2), { type: 'string' as const }]));
+}
+
+/** Parsed flags → table keys (`--rate-limit 5` → `{ rateLimit: '5' }`). */
+export function tableInput<K extends string>(table: Record<K, OptionSpec>, values: Record<string, unknown>): Partial<Record<K, string>> {
+  const input: Partial<Record<K, string>> = {};
+  for (const [key, spec] of Object.entries(table) as [K, OptionSpec][]) {
+    const value = values[spec.flag.slice(2)];
+    if (typeof value === 'string') input[key] = value;
+  }
+  return input;
+}
+
+/** Help text of an option table: flag, description, environment variables and default. */
+export function tableHelp(table: Record<string, OptionSpec>): string {
+  return Object.values(table)
+    .map((spec) => `  ${spec.flag.padEnd(28)} ${spec.description}\n  ${''.padEnd(28)} env ${spec.env.join(', ')}${spec.default !== undefined ? `; default ${spec.default}` : ''}`)
+    .join('\n');
 }
 
 /** Logs the effective configuration once at start (secrets in URLs redacted). */

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { tableArgOptions, tableInput } from '../config.js';
 import { describeError } from '../errors.js';
 import { CONTROL_PREFIX } from '../emulator/emulator-server.js';
 import { DrillError } from '../drill/drill.js';
@@ -6,7 +7,6 @@ import { DRILLS } from '../drill/drills.js';
 import { CLOUD_OPTIONS, cloudSettings, loadCloudConfig } from '../lookup/cloud-config.js';
 import { PROVIDERS, type ProviderName } from '../notice.js';
 import { request } from '../util/http-request.js';
-import { tableArgOptions, tableInput } from '../webhook/webhook-config.js';
 import { EXIT, type CliIo } from './io.js';
 
 function help(): string {

@@ -1,12 +1,12 @@
 import { parseArgs } from 'node:util';
-import { redactUrl } from '../config.js';
+import { redactUrl, tableArgOptions, tableHelp, tableInput } from '../config.js';
 import { createLogger } from '../logger.js';
 import { cloudSettings, CLOUD_OPTIONS, loadCloudConfig } from '../lookup/cloud-config.js';
 import { createInstanceLocator } from '../lookup/cloud-lookups.js';
 import { registryLookupFrom } from '../lookup/instance-locator.js';
 import { Registry } from '../registry/registry.js';
 import { BullmqNoticeQueue } from '../queue/bullmq-notice-queue.js';
-import { loadWebhookConfig, logEffectiveWebhookConfig, tableArgOptions, tableHelp, tableInput, WEBHOOK_OPTIONS } from '../webhook/webhook-config.js';
+import { loadWebhookConfig, logEffectiveWebhookConfig, WEBHOOK_OPTIONS } from '../webhook/webhook-config.js';
 import { WebhookServer } from '../webhook/webhook-server.js';
 import { EXIT, type CliIo } from './io.js';
 import { waitForShutdownSignal } from './signals.js';

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import type { ConfigOrigin } from '../config.js';
-import { loadOptionTable, urlString, type OptionSpec } from '../webhook/webhook-config.js';
+import { loadOptionTable, readableFile, urlString, type ConfigOrigin, type OptionSpec } from '../config.js';
 import type { CloudSdkSettings } from './cloud-settings.js';
 
 /**
@@ -38,17 +37,7 @@ export const cloudConfigSchema = z.object({
   azureResourceGroup: z.string().regex(/^[-\w._()]{1,90}$/, 'must be a resource group name').optional(),
   azureEndpoint: urlString(['https:']).optional(),
   azureAccessToken: optional,
-  azureCaFile: z
-    .string()
-    .refine((p) => {
-      try {
-        readFileSync(p);
-        return true;
-      } catch {
-        return false;
-      }
-    }, 'must be a readable file')
-    .optional(),
+  azureCaFile: readableFile.optional(),
 });
 
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;

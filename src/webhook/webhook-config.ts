@@ -1,7 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { CONFIG_OPTIONS, redactUrl, type ConfigOrigin } from '../config.js';
-import { SpotwatchError } from '../errors.js';
+import { boolString, CONFIG_OPTIONS, intString, loadOptionTable, readableFile, redactUrl, urlString, type ConfigOrigin, type OptionSpec } from '../config.js';
 import type { Logger } from '../logger.js';
 
 /**
@@ -9,15 +7,6 @@ import type { Logger } from '../logger.js';
  * (explicit flag, then the first environment variable set, then the default; every problem reported at once).
  * Every secret and every expected identity is a flag or an environment variable.
  */
-export interface OptionSpec {
-  flag: string;
-  env: readonly string[];
-  description: string;
-  default?: string;
-  /** Never logged (the effective-configuration line shows `***`). */
-  secret?: boolean;
-}
-
 export const GOOGLE_JWKS_URL = 'https://www.googleapis.com/oauth2/v3/certs';
 export const ENTRA_JWKS_URL = 'https://login.microsoftonline.com/common/discovery/v2.0/keys';
 
@@ -53,28 +42,6 @@ export const WEBHOOK_OPTIONS = {
 
 export type WebhookConfigKey = keyof typeof WEBHOOK_OPTIONS;
 
-const intString = (min: number, max: number) =>
-  z
-    .string()
-    .regex(/^\d+$/, 'must be a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
-
-const boolString = z
-  .string()
-  .transform((s) => s.toLowerCase())
-  .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no']))
-  .transform((s) => s === 'true' || s === '1' || s === 'yes');
-
-export const urlString = (protocols: string[]) =>
-  z.string().refine((s) => {
-    try {
-      return protocols.includes(new URL(s).protocol);
-    } catch {
-      return false;
-    }
-  }, `must be a URL (${protocols.join(' or ')})`);
-
 const listString = (item: z.ZodString, what: string) =>
   z
     .string()
@@ -85,15 +52,6 @@ const listString = (item: z.ZodString, what: string) =>
         .filter((x) => x !== ''),
     )
     .pipe(z.array(item).min(1, `must list at least one ${what}`));
-
-const readableFile = z.string().refine((p) => {
-  try {
-    readFileSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}, 'must be a readable file');
 
 const SNS_TOPIC_ARN = /^arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;
 const EMAIL = /^[^@\s]+@[^@\s]+\.[^@\s]+$/;
@@ -143,51 +101,6 @@ export const webhookConfigSchema = z
 
 export type WebhookConfig = z.infer<typeof webhookConfigSchema>;
 
-/**
- * Resolves one option table against a schema: explicit option, then the first environment variable set,
- * then the default. Throws one `CONFIG_INVALID` error listing every invalid value (and where it came from).
- */
-export function loadOptionTable<T extends Record<string, OptionSpec>, S extends z.ZodType>(
-  table: T,
-  schema: S,
-  options: Partial<Record<keyof T, string | undefined>>,
-  env: NodeJS.ProcessEnv,
-): { config: z.infer<S>; origins: Record<keyof T, ConfigOrigin> } {
-  const raw: Record<string, string | undefined> = {};
-  const origins = {} as Record<keyof T, ConfigOrigin>;
-  const from: Record<string, string> = {};
-  for (const key of Object.keys(table) as (keyof T & string)[]) {
-    const spec = table[key] as OptionSpec;
-    const explicit = options[key];
-    const envName = spec.env.find((name) => env[name] !== undefined && env[name] !== '');
-    if (explicit !== undefined) {
-      raw[key] = explicit;
-      origins[key] = 'option';
-      from[key] = spec.flag;
-    } else if (envName) {
-      raw[key] = env[envName];
-      origins[key] = 'env';
-      from[key] = envName;
-    } else {
-      raw[key] = spec.default;
-      origins[key] = 'default';
-      from[key] = 'default';
-    }
-  }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => {
-      const key = String(issue.path[0]);
-      const spec: OptionSpec | undefined = table[key];
-      const where = spec ? `${spec.flag} (from ${from[key]})` : key;
-      const shown = raw[key] !== undefined && !spec?.secret ? ` (got ${JSON.stringify(raw[key])})` : '';
-      return `${where}: ${issue.message}${shown}`;
-    });
-    throw new SpotwatchError('CONFIG_INVALID', `invalid configuration — fix these and start again:\n  ${problems.join('\n  ')}`);
-  }
-  return { config: parsed.data as z.infer<S>, origins };
-}
-
 export function loadWebhookConfig(
   options: Partial<Record<WebhookConfigKey, string | undefined>>,
   env: NodeJS.ProcessEnv = process.env,
@@ -202,26 +115,4 @@ export function logEffectiveWebhookConfig(logger: Logger, config: WebhookConfig,
     if (spec.secret && shown[key] !== undefined) shown[key] = '***';
   }
   logger.info({ config: shown, origins }, 'effective configuration');
-}
-
-/** `--flag value` parseArgs options of an option table. */
-export function tableArgOptions(table: Record<string, OptionSpec>): Record<string, { type: 'string' }> {
-  return Object.fromEntries(Object.values(table).map((o) => [o.flag.slice(2), { type: 'string' as const }]));
-}
-
-/** Parsed flags → table keys (`--rate-limit 5` → `{ rateLimit: '5' }`). */
-export function tableInput<K extends string>(table: Record<K, OptionSpec>, values: Record<string, unknown>): Partial<Record<K, string>> {
-  const input: Partial<Record<K, string>> = {};
-  for (const [key, spec] of Object.entries(table) as [K, OptionSpec][]) {
-    const value = values[spec.flag.slice(2)];
-    if (typeof value === 'string') input[key] = value;
-  }
-  return input;
-}
-
-/** Help text of an option table: flag, description, environment variables and default. */
-export function tableHelp(table: Record<string, OptionSpec>): string {
-  return Object.values(table)
-    .map((spec) => `  ${spec.flag.padEnd(28)} ${spec.description}\n  ${''.padEnd(28)} env ${spec.env.join(', ')}${spec.default !== undefined ? `; default ${spec.default}` : ''}`)
-    .join('\n');
 }
