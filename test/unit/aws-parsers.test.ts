@@ -1,9 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { Readable, Writable } from 'node:stream';
 import { describe, it, expect } from 'vitest';
-import { main } from '../../src/cli/main.js';
-import type { CliIo } from '../../src/cli/io.js';
-import { noticeSchema, type Notice } from '../../src/notice.js';
+import { parseCli, type ParseOptions } from '../support/in-process-cli.js';
 
 /**
  * The AWS parsers, through the CLI contract: `spotwatch parse --source S` reads one payload on stdin, prints
@@ -17,65 +14,7 @@ function fixture(name: string): string {
   return readFileSync(new URL(`../fixtures/aws/${name}`, import.meta.url), 'utf8');
 }
 
-function collector(chunks: string[]): Writable {
-  return new Writable({
-    write(chunk: Buffer | string, _encoding, callback) {
-      chunks.push(chunk.toString());
-      callback();
-    },
-  });
-}
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  notices: Notice[];
-}
-
-interface ParseOptions {
-  /** `null`: no --instance-id flag at all. */
-  instanceId?: string | null;
-  now?: string;
-}
-
-async function parse(source: string, payload: string | Buffer, options: ParseOptions = {}): Promise<CliResult> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = {
-    stdin: Readable.from(payload.length === 0 ? [] : [payload]),
-    stdout: collector(out),
-    stderr: collector(err),
-    env: {},
-  };
-  const instanceId = options.instanceId === undefined ? INSTANCE : options.instanceId;
-  const argv = ['parse', '--source', source, '--now', options.now ?? NOW];
-  if (instanceId !== null) argv.push('--instance-id', instanceId);
-  const code = await main(argv, io);
-  const stdout = out.join('');
-  const notices = stdout
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => noticeSchema.parse(JSON.parse(line)));
-  return { code, stdout, stderr: err.join(''), notices };
-}
-
-/** Parses a payload that must give exactly one notice. */
-async function one(source: string, payload: string, options: ParseOptions = {}): Promise<Notice> {
-  const result = await parse(source, payload, options);
-  expect(result.stderr).toBe('');
-  expect(result.code).toBe(0);
-  expect(result.notices).toHaveLength(1);
-  return result.notices[0]!;
-}
-
-/** Parses a payload that carries no notice: exit 0, nothing printed. */
-async function none(source: string, payload: string, options: ParseOptions = {}): Promise<void> {
-  const result = await parse(source, payload, options);
-  expect(result.stderr).toBe('');
-  expect(result.code).toBe(0);
-  expect(result.stdout).toBe('');
-}
+const { parse, one, none } = parseCli({ now: NOW, instanceId: INSTANCE, viaMain: true });
 
 /** Parses a malformed payload: exit 2, one stderr line that contains `expected`, nothing on stdout. */
 async function rejected(source: string, payload: string | Buffer, expected: string, options: ParseOptions = {}): Promise<string> {

@@ -1,10 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Readable, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { parseCommand } from '../../src/cli/parse-command.js';
-import type { CliIo } from '../../src/cli/io.js';
-import { noticeSchema, type Notice } from '../../src/notice.js';
 import { resourceNameFromCompute } from '../../providers/azure/parsers.js';
+import { DELETE, edit, parseCli } from '../support/in-process-cli.js';
 
 /**
  * The Azure parsers through the CLI contract (`spotwatch parse --source S`): one Notice per line and exit 0,
@@ -19,64 +16,12 @@ function fixture(name: string): string {
   return readFileSync(new URL(`../fixtures/azure/${name}`, import.meta.url), 'utf8');
 }
 
-function collector(chunks: string[]): Writable {
-  return new Writable({
-    write(chunk: Buffer | string, _encoding, callback) {
-      chunks.push(chunk.toString());
-      callback();
-    },
-  });
-}
-
-async function parse(source: string, payload: string, instanceId: string | null = VM) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = { stdin: Readable.from(payload === '' ? [] : [payload]), stdout: collector(out), stderr: collector(err), env: {} };
-  const argv = ['--source', source, '--now', NOW];
-  if (instanceId !== null) argv.push('--instance-id', instanceId);
-  const code = await parseCommand(argv, io);
-  const stdout = out.join('');
-  const notices = stdout
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => noticeSchema.parse(JSON.parse(line)));
-  return { code, stdout, stderr: err.join(''), notices };
-}
-
-async function ok(source: string, payload: string, instanceId: string | null = VM): Promise<Notice[]> {
-  const r = await parse(source, payload, instanceId);
-  expect(r.stderr).toBe('');
-  expect(r.code).toBe(0);
-  return r.notices;
-}
-
-async function malformed(source: string, payload: string, expected: string, instanceId: string | null = VM): Promise<void> {
-  const r = await parse(source, payload, instanceId);
-  expect(r.code).toBe(2);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.split('\n').filter((l) => l !== '');
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toContain(`malformed ${source} payload`);
-  expect(lines[0]).toContain(expected);
-}
+const { ok, malformed } = parseCli({ now: NOW, instanceId: VM });
 
 function withEvent(change: (ev: Record<string, unknown>) => void): string {
   const doc = JSON.parse(fixture('scheduled-events.json')) as { Events: Record<string, unknown>[] };
   change(doc.Events[0]!);
   return JSON.stringify(doc);
-}
-
-const DELETE = Symbol('delete');
-
-/** A copy of `json` with the value at `path` replaced (or deleted). */
-function edit(json: unknown, path: (string | number)[], value: unknown): unknown {
-  const copy = structuredClone(json) as Record<string | number, unknown>;
-  let node = copy;
-  for (const key of path.slice(0, -1)) node = node[key] as Record<string | number, unknown>;
-  const last = path[path.length - 1]!;
-  if (value === DELETE) delete node[last];
-  else node[last] = value;
-  return copy;
 }
 
 describe('azure-scheduled-events', () => {
@@ -95,14 +40,14 @@ describe('azure-scheduled-events', () => {
     });
     expect(notices[1]).toMatchObject({ kind: 'maintenance', action: 'freeze', instanceId: VM, deadline: '2016-09-19T18:44:47.000Z', eventId: '3DA1B9AA-5204-4335-8C33-C54E315DCFFE' });
     // vmss_5's Reboot is someone else's.
-    const other = await ok('azure-scheduled-events', fixture('scheduled-events.json'), 'vmss_5');
+    const other = await ok('azure-scheduled-events', fixture('scheduled-events.json'), { instanceId: 'vmss_5' });
     expect(other).toHaveLength(1);
     expect(other[0]).toMatchObject({ kind: 'maintenance', action: 'reboot', instanceId: 'vmss_5' });
-    expect(await ok('azure-scheduled-events', fixture('scheduled-events.json'), 'vmss_99')).toEqual([]);
+    expect(await ok('azure-scheduled-events', fixture('scheduled-events.json'), { instanceId: 'vmss_99' })).toEqual([]);
   });
 
   it('Redeploy is maintenance/redeploy, Terminate is interruption/terminate', async () => {
-    const notices = await ok('azure-scheduled-events', fixture('scheduled-events-redeploy-terminate.json'), 'myvm');
+    const notices = await ok('azure-scheduled-events', fixture('scheduled-events-redeploy-terminate.json'), { instanceId: 'myvm' });
     expect(notices.map((n) => [n.kind, n.action, n.deadline])).toEqual([
       ['maintenance', 'redeploy', '2016-09-20T08:00:00.000Z'],
       ['interruption', 'terminate', '2016-09-20T08:05:00.000Z'],
@@ -125,7 +70,7 @@ describe('azure-scheduled-events', () => {
   });
 
   it('needs --instance-id, and says so', async () => {
-    await malformed('azure-scheduled-events', fixture('scheduled-events.json'), 'pass --instance-id', null);
+    await malformed('azure-scheduled-events', fixture('scheduled-events.json'), 'pass --instance-id', { instanceId: null });
   });
 
   it('refuses malformed documents, naming the field', async () => {
@@ -147,7 +92,7 @@ describe('azure-scheduled-events', () => {
 
 describe('eventgrid', () => {
   it('ScheduledEventEmitted (Event Grid schema) gives one notice per VM in Resources, id-equal to the IMDS notice', async () => {
-    const notices = await ok('eventgrid', fixture('eventgrid-scheduled-event.json'), null);
+    const notices = await ok('eventgrid', fixture('eventgrid-scheduled-event.json'), { instanceId: null });
     expect(notices.map((n) => n.instanceId)).toEqual(['vmss_3', 'vmss_4']);
     expect(notices[0]).toMatchObject({ provider: 'azure', kind: 'interruption', action: 'terminate', deadline: '2016-09-19T18:29:47.000Z', source: 'eventgrid', eventId: PREEMPT_ID });
     const [viaImds] = await ok('azure-scheduled-events', fixture('scheduled-events.json'));

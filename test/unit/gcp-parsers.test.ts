@@ -1,9 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { Readable, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { parseCommand } from '../../src/cli/parse-command.js';
-import type { CliIo } from '../../src/cli/io.js';
-import { noticeSchema, type Notice } from '../../src/notice.js';
+import { DELETE, edit, parseCli } from '../support/in-process-cli.js';
 
 /**
  * The GCP parsers through the CLI contract: `spotwatch parse --source S` reads one payload on stdin, prints
@@ -17,73 +14,13 @@ function fixture(name: string): string {
   return readFileSync(new URL(`../fixtures/gcp/${name}`, import.meta.url), 'utf8');
 }
 
-function collector(chunks: string[]): Writable {
-  return new Writable({
-    write(chunk: Buffer | string, _encoding, callback) {
-      chunks.push(chunk.toString());
-      callback();
-    },
-  });
-}
-
-async function parse(source: string, payload: string, instanceId: string | null = INSTANCE) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: CliIo = { stdin: Readable.from(payload === '' ? [] : [payload]), stdout: collector(out), stderr: collector(err), env: {} };
-  const argv = ['--source', source, '--now', NOW];
-  if (instanceId !== null) argv.push('--instance-id', instanceId);
-  const code = await parseCommand(argv, io);
-  const stdout = out.join('');
-  const notices = stdout
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => noticeSchema.parse(JSON.parse(line)));
-  return { code, stdout, stderr: err.join(''), notices };
-}
-
-async function one(source: string, payload: string, instanceId: string | null = INSTANCE): Promise<Notice> {
-  const r = await parse(source, payload, instanceId);
-  expect(r.stderr).toBe('');
-  expect(r.code).toBe(0);
-  expect(r.notices).toHaveLength(1);
-  return r.notices[0]!;
-}
-
-async function none(source: string, payload: string): Promise<void> {
-  const r = await parse(source, payload);
-  expect(r.stderr).toBe('');
-  expect(r.code).toBe(0);
-  expect(r.stdout).toBe('');
-}
-
-async function malformed(source: string, payload: string, expected: string, instanceId: string | null = INSTANCE): Promise<void> {
-  const r = await parse(source, payload, instanceId);
-  expect(r.code).toBe(2);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.split('\n').filter((l) => l !== '');
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toContain(`malformed ${source} payload`);
-  expect(lines[0]).toContain(expected);
-}
+const { parse, one, none, malformed } = parseCli({ now: NOW, instanceId: INSTANCE });
 
 function envelope(data: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ message: { data, messageId: '1', ...extra }, subscription: 'projects/p/subscriptions/s' });
 }
 
 const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64');
-
-const DELETE = Symbol('delete');
-
-/** A copy of `json` with the value at `path` replaced (or deleted). */
-function edit(json: unknown, path: (string | number)[], value: unknown): unknown {
-  const copy = structuredClone(json) as Record<string | number, unknown>;
-  let node = copy;
-  for (const key of path.slice(0, -1)) node = node[key] as Record<string | number, unknown>;
-  const last = path[path.length - 1]!;
-  if (value === DELETE) delete node[last];
-  else node[last] = value;
-  return copy;
-}
 
 describe('gcp-preempted', () => {
   it('TRUE is an interruption/terminate with a 30 s deadline from detection', async () => {
@@ -117,7 +54,7 @@ describe('gcp-preempted', () => {
   });
 
   it('needs --instance-id, and says so', async () => {
-    await malformed('gcp-preempted', 'TRUE', 'pass --instance-id', null);
+    await malformed('gcp-preempted', 'TRUE', 'pass --instance-id', { instanceId: null });
   });
 });
 
@@ -153,7 +90,7 @@ describe('gcp-maintenance-event', () => {
 
 describe('pubsub (Cloud Audit Log compute.instances.preempted)', () => {
   it('a push delivery gives the interruption of resource.labels.instance_id, deadline = entry time + 30 s', async () => {
-    const notice = await one('pubsub', fixture('pubsub-push-preempted.json'), 'some-other-node');
+    const notice = await one('pubsub', fixture('pubsub-push-preempted.json'), { instanceId: 'some-other-node' });
     expect(notice).toMatchObject({
       provider: 'gcp',
       kind: 'interruption',
