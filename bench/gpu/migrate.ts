@@ -20,7 +20,7 @@ import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer, connect, type Socket } from 'node:net';
 import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { buildDumpArgs, buildRestoreArgs, type CriuTaskOptions } from '../../src/engines/criu/criu-command.js';
+import { buildDumpArgs, buildPageServerArgs, buildRestoreArgs, type CriuTaskOptions } from '../../src/engines/criu/criu-command.js';
 import { needsShellJob, processTree, readProcStat, taskState } from '../../src/engines/criu/proc.js';
 import type { EngineResult, ReceivedImage } from '../../src/engines/checkpoint-engine.js';
 import { CriuEngine } from '../../src/engines/criu/criu-engine.js';
@@ -249,9 +249,10 @@ async function migrate(a: Args): Promise<void> {
   result.via = via;
   const tFreeze = Date.now();
   result.freezeTs = tFreeze;
-  const moved = via === 'engine'
-    ? await moveWithEngine({ pid, criu, hook, migrationId, src, dst, deadline: deadlineAll, result })
-    : await moveWithCommands({ pid, pids, criu, hook, migrationId, src, dst, deadline: deadlineAll, result, taskOpts });
+  const moved =
+    via === 'engine'
+      ? await moveWithEngine({ pid, criu, hook, migrationId, src, dst, deadline: deadlineAll, result })
+      : await moveWithCommands({ pid, pids, criu, hook, migrationId, src, dst, deadline: deadlineAll, result, taskOpts, pageServer: via === 'pageserver' });
   if (!moved.ok) return finish(false, moved.error);
   const tCudaRestore = Date.now();
   const phases = moved.phases;
@@ -380,8 +381,12 @@ async function moveWithEngine(m: MoveArgs): Promise<Moved> {
   }
 }
 
-/** Stage by stage with CRIU command lines: dump into tmpfs, copy over loopback TCP, restore. */
-async function moveWithCommands(m: MoveArgs & { pids: number[]; taskOpts: CriuTaskOptions }): Promise<Moved> {
+/**
+ * Stage by stage with CRIU command lines: dump into tmpfs, copy over loopback TCP, restore. With `pageServer`, the
+ * dump sends its pages straight to a `criu page-server` on the target over TCP (no relay through node), and only
+ * the small metadata images are copied afterwards.
+ */
+async function moveWithCommands(m: MoveArgs & { pids: number[]; taskOpts: CriuTaskOptions; pageServer?: boolean }): Promise<Moved> {
   const { pid, pids, criu, hook, migrationId, src, dst, result } = m;
   const ac = new AbortController();
   const ctx = { task: { kind: 'process' as const, pid, id: 'decoder' }, migrationId, deadline: m.deadline, signal: ac.signal, pids };
@@ -395,8 +400,23 @@ async function moveWithCommands(m: MoveArgs & { pids: number[]; taskOpts: CriuTa
   const tCk = Date.now();
   result.hostRssCheckpointedBytes = await vmRss(pid);
 
-  const dumpArgs = buildDumpArgs({ pid, imagesDir: src, logFile: 'dump.log', logLevel: 2, linkRemap: true, after: 'kill', ...m.taskOpts });
+  let psPid = 0;
+  let psAddress: { address: string; port: number } | undefined;
+  if (m.pageServer) {
+    psAddress = { address: '127.0.0.1', port: 20000 + Math.floor(Math.random() * 20000) };
+    const psPidFile = join(dst, 'page-server.pid');
+    // --daemon: criu returns once the page server listens, so the dump cannot race it.
+    const ps = await runCmd(criu, [...buildPageServerArgs({ imagesDir: dst, logFile: 'page-server.log', logLevel: 2, on: psAddress }), '--daemon', '--pidfile', psPidFile], 20_000);
+    if (ps.code !== 0) return { ok: false, error: `criu page-server failed (${ps.code}): ${ps.out.trim().slice(-300)}` };
+    psPid = Number((await readFile(psPidFile, 'utf8')).trim());
+  }
+  const dumpArgs = buildDumpArgs({ pid, imagesDir: src, logFile: 'dump.log', logLevel: 2, linkRemap: true, after: 'kill', ...m.taskOpts, ...(psAddress ? { pageServer: psAddress } : {}) });
   const dump = await runCmd(criu, dumpArgs, Math.max(10_000, m.deadline - Date.now()));
+  result.dumpCommandMs = dump.ms;
+  if (psPid) {
+    // the page server exits once the dump closes its connection
+    for (let i = 0; i < 2000 && (await taskState(psPid)) === 'running'; i++) await sleep(5);
+  }
   const tDump = Date.now();
   if (dump.code !== 0) {
     const ts = await taskState(pid);
@@ -410,10 +430,12 @@ async function moveWithCommands(m: MoveArgs & { pids: number[]; taskOpts: CriuTa
   }
   await hook.afterCheckpoint({ ...ctx, ok: true, taskState: 'gone' });
   const img = await dirBytes(src);
-  result.imageBytes = img.bytes;
+  const pagesAtTarget = psPid ? (await dirBytes(dst)).bytes : 0;
+  result.imageBytes = img.bytes + pagesAtTarget;
   result.imageFiles = img.files;
 
   const xfer = await transferDir(src, dst);
+  xfer.bytes += pagesAtTarget;
   const tXfer = Date.now();
   result.transferBytes = xfer.bytes;
   await rm(src, { recursive: true, force: true });

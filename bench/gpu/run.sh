@@ -11,12 +11,14 @@
 #   CONFIGS="tiny:1024:64" bench/gpu/run.sh   # config:context:new-tokens, space separated (tiny, 1b, 3b, 8b)
 #
 # Environment:
-#   CONFIGS                     default "1b:16384:256 8b:16384:256"
+#   CONFIGS                     default "1b:16384:256 8b:32768:256"
 #   MIGRATE_AT                  tokens decoded before the interruption (default 48)
 #   VIA                         how the direct path moves the task, space separated (default "engine"):
 #                               engine = src/engines/criu CriuEngine + CudaCheckpointHook, image streamed through the
 #                               page server into the target's receive(); commands = hook + criu command lines, dump
-#                               to tmpfs, copy over loopback TCP, restore
+#                               to tmpfs, copy over loopback TCP, restore; pageserver = hook + criu dump sending
+#                               its pages straight to `criu page-server` over TCP; any of them +emptycache: the
+#                               decoder frees the allocator's cached blocks after the prefill
 #   TOKEN_INTERVAL_MS           pause between tokens (default 10: the migration lands mid-stream)
 #   SPOTWATCH_GPU_BENCH_PATH    direct (default): the CUDA hook + CRIU driven stage by stage by bench/gpu/migrate.ts;
 #                               agents: Redis, two agents, `spotwatch run -- decoder`, an AWS interruption from
@@ -32,7 +34,7 @@ W="${SPOTWATCH_GPU_WORK:-/var/tmp/spotwatch-gpu}"
 IMG="${SPOTWATCH_GPU_IMAGES:-/dev/shm/spotwatch-gpu}"
 R="$W/results"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
-CONFIGS="${CONFIGS:-1b:16384:256 8b:16384:256}"
+CONFIGS="${CONFIGS:-1b:16384:256 8b:32768:256}"
 MIGRATE_AT="${MIGRATE_AT:-48}"
 TOKEN_INTERVAL_MS="${TOKEN_INTERVAL_MS:-10}"
 BENCH_PATH="${SPOTWATCH_GPU_BENCH_PATH:-direct}"
@@ -130,13 +132,17 @@ run_direct() {
     --tokens "$R/$c.ref.tokens" --log "$R/$c.ref.log" --result "$R/$c.ref.launch.json" || { log "$c: reference run failed"; return 1; }
   local via rc=0
   for via in $VIA; do
+    # VIA entries: engine | commands | pageserver, optionally +emptycache (the decoder releases the allocator's
+    # cached blocks after its prefill, so only live GPU memory moves)
+    local extra=()
+    [[ "$via" == *+emptycache ]] && extra=(--empty-cache)
     dropped=$(drop_caches)
     log "$c: migrated run via $via (page cache dropped: $dropped)"
-    "$NODE" "$B/migrate.mjs" migrate --label "$c" --via "$via" --python "$PY" \
-      --decoder-args "$(printf '%s\n' "${common[@]}" --out "$R/$c.$via.tokens" --timings "$R/$c.$via.timings.json" | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')" \
+    "$NODE" "$B/migrate.mjs" migrate --label "$c" --via "${via%%+*}" --python "$PY" \
+      --decoder-args "$(printf '%s\n' "${common[@]}" "${extra[@]}" --out "$R/$c.$via.tokens" --timings "$R/$c.$via.timings.json" | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')" \
       --tokens "$R/$c.$via.tokens" --timings "$R/$c.$via.timings.json" --log "$R/$c.$via.log" \
       --work "$IMG/$c.$via" --criu "$CRIU" --helper "$HELPER" --migrate-at "$MIGRATE_AT" \
-      --reference-tokens "$R/$c.ref.tokens" --result "$R/$c.$via.migrate.json" --timeout-s "${MIGRATE_TIMEOUT_S:-400}" || rc=1
+      --reference-tokens "$R/$c.ref.tokens" --result "$R/$c.$via.migrate.json" --timeout-s "${MIGRATE_TIMEOUT_S:-300}" || rc=1
     for f in "$IMG/$c.$via"/*/*.log; do [ -f "$f" ] && cp "$f" "$R/$c.$via.$(basename "$(dirname "$f")").$(basename "$f")"; done
     rm -rf "${IMG:?}/$c.$via"
   done
@@ -157,6 +163,16 @@ run_agents() {
 }
 
 names=()
+report() {
+  "$NODE" "$B/migrate.mjs" report --configs "$(IFS=,; echo "${names[*]}")" --dir "$R" --results-dir "$RESULTS_DIR" --path "$BENCH_PATH"
+  local rc=$?
+  if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT/logs"
+    cp "$RESULTS_DIR"/gpu-*.json "$OUT/" 2>/dev/null
+    (cd "$R" && tar -czf "$OUT/logs/gpu-bench-logs.tgz" --exclude='*.tokens' . 2>/dev/null)
+  fi
+  return $rc
+}
 for spec in $CONFIGS; do
   for via in $VIA; do names+=("${spec%%:*}.$via"); done
   case "$BENCH_PATH" in
@@ -164,13 +180,6 @@ for spec in $CONFIGS; do
     agents) run_agents "$spec" ;;
     *) die "unknown SPOTWATCH_GPU_BENCH_PATH=$BENCH_PATH (direct|agents)" ;;
   esac
+  report >"$R/report.partial.txt" 2>&1 # partial results survive a run cut short
 done
-
-"$NODE" "$B/migrate.mjs" report --configs "$(IFS=,; echo "${names[*]}")" --dir "$R" --results-dir "$RESULTS_DIR" --path "$BENCH_PATH"
-rc=$?
-if [ -n "${OUT:-}" ]; then
-  mkdir -p "$OUT/logs"
-  cp "$RESULTS_DIR"/gpu-*.json "$OUT/" 2>/dev/null
-  (cd "$R" && tar -czf "$OUT/logs/gpu-bench-logs.tgz" --exclude='*.tokens' . 2>/dev/null)
-fi
-exit $rc
+report
