@@ -1,7 +1,5 @@
-import { Readable, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { simulateCommand } from '../../src/cli/simulate-command.js';
-import type { CliIo } from '../../src/cli/io.js';
 import { silentLogger } from '../../src/logger.js';
 import { Metrics } from '../../src/metrics.js';
 import type { Notice } from '../../src/notice.js';
@@ -9,6 +7,8 @@ import type { EmulatorHandle } from '../../src/provider.js';
 import { azureProvider } from '../../providers/azure/index.js';
 import { approveScheduledEvent } from '../../providers/azure/metadata-client.js';
 import { AzureWatcher, type AzureWatcherOptions } from '../../providers/azure/watcher.js';
+import { control, waitFor } from '../support/agent-harness.js';
+import { runInProcess } from '../support/in-process-cli.js';
 
 /**
  * The Azure watcher against the Azure emulator over real HTTP on 127.0.0.1: Scheduled Events polling,
@@ -37,23 +37,6 @@ afterEach(async () => {
 });
 
 type Json = Record<string, unknown>;
-
-async function control(emulator: EmulatorHandle, command: string, body: Json = {}): Promise<Json> {
-  const res = await fetch(`${emulator.controlUrl}/${command}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const json = (await res.json()) as Json;
-  if (!res.ok) throw new Error(`${command}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -117,14 +100,10 @@ describe('Azure IMDS emulator', () => {
 
   it('is driven by `spotwatch simulate azure <command>`', async () => {
     extra = await azureProvider.startEmulator({ host: '127.0.0.1', port: 0, instanceId: VM });
-    const out: string[] = [];
-    const err: string[] = [];
-    const sink = (chunks: string[]) => new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c.toString()), cb()) });
-    const io: CliIo = { stdin: Readable.from([]), stdout: sink(out), stderr: sink(err), env: {} };
-    const code = await simulateCommand(['azure', 'schedule', '--type', 'Preempt', '--resources', 'vmss_3,vmss_4', '--not-before-in', '30', '--endpoint', extra.url], io);
-    expect(err.join('')).toBe('');
+    const { code, stdout, stderr } = await runInProcess(simulateCommand, ['azure', 'schedule', '--type', 'Preempt', '--resources', 'vmss_3,vmss_4', '--not-before-in', '30', '--endpoint', extra.url]);
+    expect(stderr).toBe('');
     expect(code).toBe(0);
-    const answer = JSON.parse(out.join('')) as { eventId: string; document: { DocumentIncarnation: number; Events: Json[] } };
+    const answer = JSON.parse(stdout) as { eventId: string; document: { DocumentIncarnation: number; Events: Json[] } };
     expect(answer.document.Events).toEqual([expect.objectContaining({ EventId: answer.eventId, EventType: 'Preempt', Resources: ['vmss_3', 'vmss_4'] })]);
     expect(Date.parse(answer.document.Events[0]!.NotBefore as string) - Date.now()).toBeGreaterThan(28_000);
   });

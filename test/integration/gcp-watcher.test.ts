@@ -1,7 +1,5 @@
-import { Readable, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { simulateCommand } from '../../src/cli/simulate-command.js';
-import type { CliIo } from '../../src/cli/io.js';
 import { silentLogger } from '../../src/logger.js';
 import { Metrics } from '../../src/metrics.js';
 import type { Notice } from '../../src/notice.js';
@@ -10,6 +8,8 @@ import { gcpProvider } from '../../providers/gcp/index.js';
 import { GcpMetadataClient } from '../../providers/gcp/metadata-client.js';
 import { gcpParsers } from '../../providers/gcp/parsers.js';
 import { GcpWatcher, type GcpWatcherOptions } from '../../providers/gcp/watcher.js';
+import { control, waitFor } from '../support/agent-harness.js';
+import { runInProcess } from '../support/in-process-cli.js';
 
 /**
  * The GCP watcher against the GCP emulator over real HTTP on 127.0.0.1: hanging GETs, ETags, faults.
@@ -36,23 +36,6 @@ afterEach(async () => {
   rig = undefined;
   extra = undefined;
 });
-
-async function control(emulator: EmulatorHandle, command: string, body: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
-  const res = await fetch(`${emulator.controlUrl}/${command}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const json = (await res.json()) as Record<string, unknown>;
-  if (!res.ok) throw new Error(`${command}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function setup(options: Partial<GcpWatcherOptions> = {}, before?: (emulator: EmulatorHandle) => Promise<void>): Promise<Rig> {
   const emulator = await gcpProvider.startEmulator({ host: '127.0.0.1', port: 0 });
@@ -139,15 +122,14 @@ describe('GCP metadata server emulator', () => {
 
   it('is driven by `spotwatch simulate gcp <command>` and validates control bodies', async () => {
     extra = await gcpProvider.startEmulator({ host: '127.0.0.1', port: 0 });
-    const out: string[] = [];
-    const err: string[] = [];
-    const sink = (chunks: string[]) => new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c.toString()), cb()) });
-    const io: CliIo = { stdin: Readable.from([]), stdout: sink(out), stderr: sink(err), env: { SPOTWATCH_SIMULATOR_URL: extra.url } };
-    expect(await simulateCommand(['gcp', 'maintenance', '--value', 'MIGRATE_ON_HOST_MAINTENANCE'], io)).toBe(0);
-    expect(JSON.parse(out.join('')).values['instance/maintenance-event']).toBe('MIGRATE_ON_HOST_MAINTENANCE');
-    expect(await simulateCommand(['gcp', 'maintenance', '--value', 'REBOOT'], io)).toBe(2);
-    expect(err.join('')).toContain('400');
-    expect(err.join('')).toContain('value');
+    const env = { SPOTWATCH_SIMULATOR_URL: extra.url };
+    const set = await runInProcess(simulateCommand, ['gcp', 'maintenance', '--value', 'MIGRATE_ON_HOST_MAINTENANCE'], { env });
+    expect(set.code).toBe(0);
+    expect(JSON.parse(set.stdout).values['instance/maintenance-event']).toBe('MIGRATE_ON_HOST_MAINTENANCE');
+    const refused = await runInProcess(simulateCommand, ['gcp', 'maintenance', '--value', 'REBOOT'], { env });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('400');
+    expect(refused.stderr).toContain('value');
   });
 });
 
