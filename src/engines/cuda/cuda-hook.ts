@@ -205,9 +205,15 @@ export class CudaCheckpointHook implements EngineHook {
     return { gpuMemoryBytes: await this.gpuBytes(gpu) };
   }
 
+  private memoryCache: { at: number; byPid: Promise<Map<number, number> | undefined> } | undefined;
+
   private async gpuBytes(gpuPids: readonly number[]): Promise<number> {
     if (gpuPids.length === 0) return 0;
-    const byPid = await (this.opts.gpuMemory ? this.opts.gpuMemory() : gpuMemoryByPid());
+    // The engine's estimate and beforeCheckpoint ask within milliseconds of each other: one nvidia-smi run serves both.
+    if (!this.memoryCache || Date.now() - this.memoryCache.at > 5000) {
+      this.memoryCache = { at: Date.now(), byPid: this.opts.gpuMemory ? this.opts.gpuMemory() : gpuMemoryByPid() };
+    }
+    const byPid = await this.memoryCache.byPid;
     if (!byPid) return 0;
     return gpuPids.reduce((s, p) => s + (byPid.get(p) ?? 0), 0);
   }
