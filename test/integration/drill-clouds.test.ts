@@ -1,52 +1,30 @@
-import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { awsProvider } from '../../providers/aws/index.js';
 import { azureProvider } from '../../providers/azure/index.js';
 import { gcpProvider } from '../../providers/gcp/index.js';
 import { main } from '../../src/cli/main.js';
-import type { CliIo } from '../../src/cli/io.js';
 import type { EmulatorHandle } from '../../src/provider.js';
 import { runCli } from '../support/spawn-cli.js';
-import { startFakeArm, startFakeCompute, type FakeApi } from '../fixtures/webhook/cloud-apis.js';
-import { makeTestPki, type TestPki } from '../fixtures/webhook/pki.js';
+import type { FakeApi } from '../fixtures/webhook/cloud-apis.js';
+import { startFakeGpuClouds, type FakeGpuClouds } from '../support/fake-clouds.js';
+import { runInProcess } from '../support/in-process-cli.js';
 
 const SUBSCRIPTION = '00000000-0000-0000-0000-0000000000bb';
 
 /** Runs `spotwatch <args>` in this process (the CLI's own entry point, with captured streams and an empty environment). */
-async function spotwatch(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => (out += d.toString()));
-  stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const io: CliIo = { stdin: new PassThrough(), stdout, stderr, env };
-  const code = await main(args, io);
-  return { code, stdout: out, stderr: err };
-}
+const spotwatch = (args: string[], env: NodeJS.ProcessEnv = {}) => runInProcess(main, args, { env });
 
 describe('spotwatch drill', () => {
-  let pki: TestPki;
+  let clouds: FakeGpuClouds;
   let compute: FakeApi;
   let arm: FakeApi;
   let armCa: string;
   beforeAll(async () => {
-    pki = makeTestPki(['localhost']);
-    armCa = pki.caFile;
-    compute = await startFakeCompute('spotwatch-demo', [{ id: '4520031799277581759', name: 'spotwatch-gpu-1', zone: 'us-central1-a', machineType: 'a3-highgpu-8g', spot: true, status: 'RUNNING' }]);
-    arm = await startFakeArm(
-      SUBSCRIPTION,
-      [
-        { resourceGroup: 'spotwatch-rg', name: 'gpu-vm-1', vmSize: 'Standard_NC24ads_A100_v4', priority: 'Spot', computerName: 'gpu-vm-1' },
-        { resourceGroup: 'spotwatch-rg', name: 'vmss_3', scaleSet: { name: 'vmss', instanceId: '3' }, vmSize: 'Standard_NC24ads_A100_v4', priority: 'Spot', computerName: 'vmss000003' },
-      ],
-      { key: pki.serverKeyPem, cert: pki.serverCertPem },
-    );
+    clouds = await startFakeGpuClouds(SUBSCRIPTION);
+    ({ compute, arm } = clouds);
+    armCa = clouds.pki.caFile;
   });
-  afterAll(async () => {
-    await Promise.all([compute.close(), arm.close()]);
-    pki.cleanup();
-  });
+  afterAll(() => clouds.close());
 
   it('gcp: dry run prints the exact simulateMaintenanceEvent request and sends nothing; --yes sends it through the SDK', async () => {
     const args = ['drill', 'gcp', '--instance', 'spotwatch-gpu-1', '--gcp-project', 'spotwatch-demo', '--gcp-zone', 'us-central1-a', '--gcp-endpoint', compute.url];

@@ -3,36 +3,29 @@ import { awsInstanceLookup } from '../../providers/aws/sdk-client.js';
 import { azureInstanceLookup } from '../../providers/azure/sdk-client.js';
 import { gcpInstanceLookup } from '../../providers/gcp/sdk-client.js';
 import { ChainedInstanceLocator, LookupError, registryLookupFrom, type RegistryLookup } from '../../src/lookup/instance-locator.js';
-import { startFakeArm, startFakeCompute, startFakeEc2, type FakeApi } from '../fixtures/webhook/cloud-apis.js';
-import { makeTestPki, type TestPki } from '../fixtures/webhook/pki.js';
+import { startFakeEc2, type FakeApi } from '../fixtures/webhook/cloud-apis.js';
+import type { TestPki } from '../fixtures/webhook/pki.js';
+import { startFakeGpuClouds, type FakeGpuClouds } from '../support/fake-clouds.js';
 
 const SUBSCRIPTION = '00000000-0000-0000-0000-0000000000aa';
 const credentials = { accessKeyId: 'AKIDSPOTWATCHTEST', secretAccessKey: 'spotwatch-test-secret' };
 
 describe('instance lookup through the real cloud SDKs against local API servers', () => {
+  let clouds: FakeGpuClouds;
   let pki: TestPki;
   let ec2: FakeApi;
   let compute: FakeApi;
   let arm: FakeApi;
   beforeAll(async () => {
-    pki = makeTestPki(['localhost']);
+    clouds = await startFakeGpuClouds(SUBSCRIPTION);
+    ({ pki, compute, arm } = clouds);
     ec2 = await startFakeEc2([
       { instanceId: 'i-0123456789abcdef0', instanceType: 'p5.48xlarge', zone: 'us-east-1a', lifecycle: 'spot', privateDnsName: 'ip-10-0-1-23.ec2.internal', privateIp: '10.0.1.23', state: 'running', tags: { Name: 'gpu-a', 'eks:nodegroup-name': 'spot-gpu' } },
       { instanceId: 'i-0fedcba9876543210', instanceType: 'm7i.large', zone: 'us-east-1b', privateDnsName: 'ip-10-0-2-5.ec2.internal', privateIp: '10.0.2.5', state: 'running', tags: {} },
     ]);
-    compute = await startFakeCompute('spotwatch-demo', [{ id: '4520031799277581759', name: 'spotwatch-gpu-1', zone: 'us-central1-a', machineType: 'a3-highgpu-8g', spot: true, status: 'RUNNING' }]);
-    arm = await startFakeArm(
-      SUBSCRIPTION,
-      [
-        { resourceGroup: 'spotwatch-rg', name: 'gpu-vm-1', vmSize: 'Standard_NC24ads_A100_v4', priority: 'Spot', computerName: 'gpu-vm-1' },
-        { resourceGroup: 'spotwatch-rg', name: 'vmss_3', scaleSet: { name: 'vmss', instanceId: '3' }, vmSize: 'Standard_NC24ads_A100_v4', priority: 'Spot', computerName: 'vmss000003' },
-      ],
-      { key: pki.serverKeyPem, cert: pki.serverCertPem },
-    );
   });
   afterAll(async () => {
-    await Promise.all([ec2.close(), compute.close(), arm.close()]);
-    pki.cleanup();
+    await Promise.all([ec2.close(), clouds.close()]);
   });
 
   it('AWS: DescribeInstances (EC2 Query XML) gives the node; an unknown id is undefined', async () => {
