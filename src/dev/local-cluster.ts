@@ -46,22 +46,32 @@ export class LocalCluster {
     return { ...process.env, ...this.o.env, REDIS_URL: this.o.redisUrl, SPOTWATCH_QUEUE_PREFIX: this.prefix };
   }
 
-  async startNode(id: string, options: { lifecycle?: 'spot' | 'on-demand'; zone?: string; extraArgs?: string[] } = {}): Promise<LocalNode> {
+  async startNode(
+    id: string,
+    options: {
+      lifecycle?: 'spot' | 'on-demand';
+      zone?: string;
+      extraArgs?: string[];
+      /** Wraps the agent's command line (e.g. to run it in its own mount namespace). */
+      launch?: (command: string, args: string[]) => { command: string; args: string[] };
+    } = {},
+  ): Promise<LocalNode> {
     const emulator = await providerByName('aws')!.startEmulator({ host: '127.0.0.1', port: 0, instanceId: `i-0${randomBytes(8).toString('hex')}` });
     await fetch(`${emulator.controlUrl}/identity`, { method: 'POST', body: JSON.stringify({ lifecycle: options.lifecycle ?? 'spot', zone: options.zone ?? 'us-east-1a' }) });
     const nodeDir = join(this.dir, id);
     mkdirSync(nodeDir, { recursive: true });
-    const agent = spawn(
-      this.o.cli.command,
-      [
+    const commandLine = {
+      command: this.o.cli.command,
+      args: [
         ...this.o.cli.args,
         'agent', '--provider', 'aws', '--metadata-endpoint', emulator.url, '--node-id', id, '--http-port', '0', '--poll-interval', '100',
         '--cluster-token', LOCAL_CLUSTER_TOKEN, '--peer-host', '127.0.0.1', '--peer-port', '0', '--advertise-host', '127.0.0.1',
         '--image-dir', join(nodeDir, 'images'), '--storage-dir', join(nodeDir, 'storage'), '--spool', join(nodeDir, 'spool.jsonl'),
         '--heartbeat-interval', '300', '--log-level', this.o.logLevel ?? 'info', ...(options.extraArgs ?? []),
       ],
-      { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    };
+    const launched = options.launch ? options.launch(commandLine.command, commandLine.args) : commandLine;
+    const agent = spawn(launched.command, launched.args, { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
     const node: LocalNode = { id, emulator, agent, log: () => log };

@@ -18,6 +18,8 @@ import { NOTICES_QUEUE_NAME } from '../queue/notice-queue.js';
 import { Registry } from '../registry/registry.js';
 import type { MigrationRecord, NodeRecord, TaskRecord } from '../registry/types.js';
 import { clusterAuthenticator } from './peer-auth.js';
+import { FORWARD_MAGIC, receiveImageDirectory, sendImageDirectory } from './image-forward.js';
+import { readExactly } from '../util/stream-read.js';
 import { Planner, type NodeJob } from './planner.js';
 import { DEFAULT_POLICY, type MigrationPolicy } from './policy.js';
 
@@ -322,6 +324,10 @@ export class NodeRuntime {
   // ---- target side ---------------------------------------------------------------------------------------------
 
   private async receive(conn: Duplex, remote: string): Promise<void> {
+    // A forwarded image (another target's restore failed) announces itself; anything else is a live dump stream.
+    const head = await readExactly(conn, FORWARD_MAGIC.length);
+    if (head.toString('utf8') === FORWARD_MAGIC) return this.receiveForwarded(conn, remote);
+    if (head.length > 0) conn.unshift(head);
     const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
     const received = await this.o.engine.receive({ connection: conn, directory: incoming, deadline: Date.now() + 30 * 60_000 });
     if (received.status !== 'ok') {
@@ -342,16 +348,74 @@ export class NodeRuntime {
     await this.restore(migration, directory, received.value.imageBytes);
   }
 
+  private async receiveForwarded(conn: Duplex, remote: string): Promise<void> {
+    const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
+    try {
+      const { header, bytes } = await receiveImageDirectory(conn, incoming);
+      const directory = join(this.o.config.imageDir, header.migrationId);
+      rmSync(directory, { recursive: true, force: true });
+      renameSync(incoming, directory);
+      const migration = await this.registry.getMigration(header.migrationId);
+      if (!migration) {
+        this.logger.error({ migrationId: header.migrationId, directory }, 'received a forwarded image for an unknown migration; kept on disk, not restored');
+        return;
+      }
+      this.logger.info({ migrationId: migration.id, from: remote, bytes }, 'forwarded image received; restoring');
+      await this.registry.updateMigration(migration.id, { phase: 'restoring' });
+      await this.restore(migration, directory, bytes);
+    } catch (err) {
+      this.logger.warn({ remote, err: describeError(err) }, 'forwarded image failed');
+      conn.end(`ERR ${describeError(err).replace(/\n/g, ' ')}\n`);
+      rmSync(incoming, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * The restore here failed but the image is whole: send it on to another target (not tried yet, with room),
+   * which restores it. Returns false when no target could take it.
+   */
+  private async forward(migration: MigrationRecord, task: TaskRecord, directory: string, why: string): Promise<boolean> {
+    let current = migration;
+    for (;;) {
+      if (current.deadline !== undefined && Date.now() > current.deadline) return false;
+      const reserved = await this.planner.reserveFor(task, current.sourceNodeId, current.id, current.targetsTried);
+      if (!reserved.nodeId) return false;
+      const target = await this.registry.getNode(reserved.nodeId);
+      current =
+        (await this.registry.updateMigration(current.id, {
+          phase: 'transferring',
+          targetNodeId: reserved.nodeId,
+          reservationId: reserved.reservationId,
+          targetsTried: [...current.targetsTried, reserved.nodeId],
+          reason: why,
+        })) ?? current;
+      if (!target?.peerAddress) continue;
+      try {
+        const [host, port] = splitHostPort(target.peerAddress);
+        const conn = await tcpImageSink({ host, port }, this.authenticate, target.id).open(AbortSignal.timeout(30_000));
+        const bytes = await sendImageDirectory(conn, directory, current.id);
+        this.logger.info({ migrationId: current.id, to: target.id, bytes, why }, 'image forwarded to another target');
+        pruneImage(directory);
+        return true;
+      } catch (err) {
+        this.logger.warn({ migrationId: current.id, to: target.id, err: describeError(err) }, 'forwarding the image failed; trying another target');
+        await this.registry.release(target.id, reserved.reservationId);
+      }
+    }
+  }
+
   private async restore(migration: MigrationRecord, directory: string, imageBytes: number): Promise<void> {
     const deadline = Math.max((migration.deadline ?? 0) + 5 * 60_000, Date.now() + 60_000);
     const result = await this.o.engine.restore({ migrationId: migration.id, source: { kind: 'directory', path: directory }, deadline });
     const task = await this.registry.getTask(migration.taskId);
     if (result.status !== 'ok' || result.value.task.kind !== 'process') {
       const why = result.status === 'ok' ? 'restored something that is not a process' : `${result.code}: ${result.message}`;
-      this.logger.warn({ migrationId: migration.id, err: why, log: result.status === 'ok' ? undefined : result.logPath }, 'restore failed; the image is kept for a retry');
+      this.logger.warn({ migrationId: migration.id, err: why, log: result.status === 'ok' ? undefined : result.logPath }, 'restore failed; the image is whole, so it goes to another target');
       await this.registry.release(this.o.nodeId, migration.reservationId);
       this.o.metrics.migrationsTotal.inc({ outcome: 'restore-failed', reason: result.status === 'ok' ? 'INTERNAL' : result.code });
-      await this.registry.updateMigration(migration.id, { reason: `restore on ${this.o.nodeId} failed: ${why}`, phase: 'failed', outcome: 'failed', finishedAt: Date.now() });
+      const reason = `restore on ${this.o.nodeId} failed: ${why}`;
+      if (task && (await this.forward(migration, task, directory, reason))) return;
+      await this.finish(migration, 'failed', `${reason}; no other target could take the image (kept in ${directory})`, { phase: 'failed' });
       if (task) await this.registry.updateTask(task.id, { state: 'failed' });
       return;
     }
@@ -368,7 +432,9 @@ export class NodeRuntime {
     const downtimeMs = frozenAt !== undefined ? restoredAt - frozenAt : undefined;
     const restoreMs = result.value.phases.restore ?? result.durationMs;
     if (restoreMs > 0) await this.registry.recordRate('restore', (imageBytes * 1000) / restoreMs);
-    await this.finish(migration, 'migrated', `restored on ${this.o.nodeId} as pid ${newPid}`, {
+    // Keep the story of earlier attempts (a target that died or could not restore) in the reason.
+    const earlier = (await this.registry.getMigration(migration.id))?.reason;
+    await this.finish(migration, 'migrated', `restored on ${this.o.nodeId} as pid ${newPid}${earlier ? ` (after: ${earlier})` : ''}`, {
       phase: 'done',
       restoredAt,
       newPid,

@@ -1,9 +1,9 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import { X509Certificate } from 'node:crypto';
 import { TLSSocket, connect as tlsConnect, type SecureContextOptions } from 'node:tls';
 import type { Authenticator } from '../engines/criu/transport.js';
+import { readLine } from '../util/stream-read.js';
 
 /**
  * Authentication between agents for image streams: a mutual challenge-response on a shared cluster token (the
@@ -32,7 +32,7 @@ export function clusterAuthenticator(options: PeerAuthOptions): Authenticator {
     if (role === 'server') {
       const serverNonce = randomBytes(16).toString('hex');
       conn.write(`SWAUTH1 ${serverNonce}\n`);
-      const [clientNonce, proof] = (await readLine(conn, signal)).split(' ');
+      const [clientNonce, proof] = (await readLine(conn, MAX_LINE, signal)).split(' ');
       if (!clientNonce || !/^[0-9a-f]{32}$/.test(clientNonce) || !proof || !safeEqual(proof, mac(`client|${serverNonce}|${clientNonce}`))) {
         conn.end('ERR authentication failed\n');
         throw new Error('peer failed the cluster-token handshake (wrong --cluster-token?)');
@@ -40,12 +40,12 @@ export function clusterAuthenticator(options: PeerAuthOptions): Authenticator {
       conn.write(`OK ${mac(`server|${clientNonce}|${serverNonce}`)}\n`);
       return conn;
     }
-    const hello = await readLine(conn, signal);
+    const hello = await readLine(conn, MAX_LINE, signal);
     const serverNonce = /^SWAUTH1 ([0-9a-f]{32})$/.exec(hello)?.[1];
     if (!serverNonce) throw new Error(`peer is not a spotwatch agent (it said "${hello.slice(0, 40)}")`);
     const clientNonce = randomBytes(16).toString('hex');
     conn.write(`${clientNonce} ${mac(`client|${serverNonce}|${clientNonce}`)}\n`);
-    const answer = await readLine(conn, signal);
+    const answer = await readLine(conn, MAX_LINE, signal);
     const serverProof = /^OK ([0-9a-f]{64})$/.exec(answer)?.[1];
     if (!serverProof) throw new Error(`peer refused the cluster token: ${answer.slice(0, 80)}`);
     if (!safeEqual(serverProof, mac(`server|${clientNonce}|${serverNonce}`))) throw new Error('peer does not know the cluster token (its proof is wrong)');
@@ -57,56 +57,6 @@ function safeEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
-}
-
-/** Reads one `\n`-terminated line without consuming a byte past it (the rest is pushed back). */
-function readLine(socket: Duplex, signal: AbortSignal): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buffered = Buffer.alloc(0);
-    const cleanup = () => {
-      socket.off('readable', onReadable);
-      socket.off('end', onEnd);
-      socket.off('error', onError);
-      signal.removeEventListener('abort', onAbort);
-    };
-    const onReadable = () => {
-      let chunk: Buffer | null;
-      while ((chunk = socket.read() as Buffer | null) !== null) {
-        buffered = Buffer.concat([buffered, chunk]);
-        const nl = buffered.indexOf(0x0a);
-        if (nl >= 0) {
-          cleanup();
-          const rest = buffered.subarray(nl + 1);
-          if (rest.length > 0) socket.unshift(rest);
-          resolve(buffered.subarray(0, nl).toString('utf8'));
-          return;
-        }
-        if (buffered.length > MAX_LINE) {
-          cleanup();
-          reject(new Error('handshake line too long'));
-          return;
-        }
-      }
-    };
-    const onEnd = () => {
-      cleanup();
-      reject(new Error('peer closed the connection during the handshake'));
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const onAbort = () => {
-      cleanup();
-      reject(new Error('handshake timed out'));
-    };
-    if (signal.aborted) return onAbort();
-    socket.on('readable', onReadable);
-    socket.once('end', onEnd);
-    socket.once('error', onError);
-    signal.addEventListener('abort', onAbort, { once: true });
-    onReadable();
-  });
 }
 
 async function wrapTls(socket: Socket, role: 'client' | 'server', tls: NonNullable<PeerAuthOptions['tls']>, signal: AbortSignal): Promise<Socket> {

@@ -5,7 +5,7 @@
  * continues exactly as an uninterrupted run would: no gap, no repeat, prefill once.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -27,14 +27,14 @@ if (!ready && process.env.CI) throw new Error(`CRIU is required for the migratio
 const entry = fileURLToPath(new URL('../../src/cli/run.ts', import.meta.url));
 
 interface Cluster extends LocalCluster {
-  runToy(nodeId: string, options: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string }): Promise<{ out: string; args: string[] }>;
+  runToy(nodeId: string, options: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string; outDir?: string }): Promise<{ out: string; args: string[] }>;
 }
 
 async function cluster(): Promise<Cluster> {
   const c = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: ['--import', 'tsx', entry] }, env: { UV_USE_IO_URING: '0' } });
   return Object.assign(c, {
-    async runToy(nodeId: string, o: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string }) {
-      const out = join(c.dir, `${o.id}.tokens`);
+    async runToy(nodeId: string, o: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string; outDir?: string }) {
+      const out = join(o.outDir ?? c.dir, `${o.id}.tokens`);
       const args = ['--prompt-tokens', '64', '--state-mib', String(o.stateMib), '--tokens', String(o.tokens), '--interval-ms', String(o.intervalMs), '--seed', '11'];
       const result = await runCli(
         ['run', '--id', o.id, '--node-id', nodeId, '--fallback', o.fallback ?? 'checkpoint-to-storage', '--log', join(c.dir, `${o.id}.log`), '--', process.execPath, TOY, ...args, '--out', out],
@@ -73,7 +73,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     await c.startNode('node-b', { zone: 'us-east-1b' });
     const toy = await c.runToy('node-a', { id: 'toy-1', stateMib: 64, tokens: 250, intervalMs: 20 });
     await c.interrupt('node-a');
-    const task = await waitFor('the task to run on node-b', 30_000, async () => {
+    const task = await waitFor('the task to run on node-b', 60_000, async () => {
       const t = await c!.registry.getTask('toy-1');
       return t?.nodeId === 'node-b' && t.state === 'running' ? t : undefined;
     });
@@ -118,6 +118,37 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(task.state).toBe('stopped');
     expect(() => process.kill(task.pid, 0)).toThrow();
     expect(c.nodes.get('node-a')!.log()).toMatch(/applying its fallback/);
+  });
+
+  it('forwards the whole image to a third node when the restore fails on the chosen target', async () => {
+    c = await cluster();
+    const outputs = join(c.dir, 'outputs');
+    mkdirSync(outputs, { recursive: true });
+    await c.startNode('node-a');
+    // node-b lacks the file the task keeps open: its agent runs in a mount namespace where the output directory
+    // is an empty tmpfs, so CRIU's restore there fails for real; node-c sees the file.
+    await c.startNode('node-b', {
+      lifecycle: 'on-demand',
+      launch: (command, args) => ({ command: 'unshare', args: ['-m', 'sh', '-c', 'mount -t tmpfs none "$0" && exec "$@"', outputs, command, ...args] }),
+    });
+    await c.startNode('node-c');
+    const toy = await c.runToy('node-a', { id: 'toy-fwd', stateMib: 32, tokens: 300, intervalMs: 20, outDir: outputs });
+    await c.interrupt('node-a');
+    const migration = await waitFor('the migration to finish', 40_000, async () => {
+      const m = await migrationOf(c!.registry, 'toy-fwd');
+      return m?.outcome ? m : undefined;
+    });
+    expect(migration, `${JSON.stringify(migration)}\n${c.nodes.get('node-b')!.log().split('\n').filter((l) => l.includes('"warn"')).join('\n')}\n${c.nodes.get('node-c')!.log().split('\n').filter((l) => l.includes('"warn"')).join('\n')}`).toMatchObject({
+      outcome: 'migrated',
+      targetNodeId: 'node-c',
+      targetsTried: ['node-b', 'node-c'],
+    });
+    expect(migration.reason).toMatch(/^restored on node-c as pid \d+ \(after: restore on node-b failed: RESTORE_CONFLICT/);
+    expect((await c.registry.getTask('toy-fwd'))?.nodeId).toBe('node-c');
+    expect(c.nodes.get('node-b')!.log()).toMatch(/image forwarded to another target/);
+    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 300));
+    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
   });
 
   it('lands the task on a third node when the chosen target dies during the transfer', async () => {
