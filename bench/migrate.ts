@@ -223,7 +223,7 @@ async function measurePlanning(redisUrl: string, count: number, tasksPerNode: nu
     }
   }
   // Several planners, as several agents would run them, with the notices spread among them.
-  const planners = Array.from({ length: 8 }, () => new Planner({ registry, logger: silentLogger, dispatch: async () => {}, defaultRates: { dump: 2000 * MiB, transfer: 2000 * MiB, restore: 2000 * MiB } }));
+  const planners = Array.from({ length: 8 }, () => new Planner({ registry, logger: silentLogger, dispatch: async () => {}, defaultRates: { stream: 2000 * MiB, restore: 2000 * MiB, gpu: 2000 * MiB } }));
   const notices = Array.from({ length: count }, (_, i) =>
     makeNotice({ provider: 'aws', kind: 'interruption', action: 'terminate', instanceId: `i-noticed-${i}`, deadline: new Date(Date.now() + 120_000), detectedAt: new Date(), source: 'imds', identity: 'interruption-episode' }),
   );

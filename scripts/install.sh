@@ -23,3 +23,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
+
+# The CUDA checkpoint helper (dlopens libcuda.so.1 at run time; builds without a GPU or CUDA toolkit).
+if [ -f scripts/build-cuda-helper.sh ]; then
+  bash scripts/build-cuda-helper.sh >/dev/null || echo "install: the CUDA checkpoint helper did not build; GPU tasks will use NVIDIA's cuda-checkpoint if it is on PATH"
+fi

@@ -245,8 +245,7 @@ export class NodeRuntime {
         // Dump and transfer are one pipelined stage (pages stream while CRIU writes them): one rate for both.
         const streamMs = (value.phases.dump ?? 0) + (value.phases.transfer ?? 0);
         if (streamMs > 0) {
-          await this.registry.recordRate('dump', (value.imageBytes * 1000) / streamMs);
-          await this.registry.recordRate('transfer', (value.imageBytes * 1000) / streamMs);
+          await this.registry.recordRate('stream', (value.imageBytes * 1000) / streamMs);
         }
         this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
         pruneImage(localDir);
