@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { simulateCommand } from '../../src/cli/simulate-command.js';
 import { silentLogger } from '../../src/logger.js';
-import { Metrics } from '../../src/metrics.js';
 import type { Notice } from '../../src/notice.js';
 import type { EmulatorHandle } from '../../src/provider.js';
 import { azureProvider } from '../../providers/azure/index.js';
@@ -9,6 +8,7 @@ import { approveScheduledEvent } from '../../providers/azure/metadata-client.js'
 import { AzureWatcher, type AzureWatcherOptions } from '../../providers/azure/watcher.js';
 import { control, waitFor } from '../support/agent-harness.js';
 import { runInProcess } from '../support/in-process-cli.js';
+import { metric, startWatcherRig, stopWatcherRig, type WatcherRig } from '../support/watcher-rig.js';
 
 /**
  * The Azure watcher against the Azure emulator over real HTTP on 127.0.0.1: Scheduled Events polling,
@@ -18,19 +18,13 @@ import { runInProcess } from '../support/in-process-cli.js';
 const VM = 'vmss_3';
 const POLL_MS = 100;
 
-interface Rig {
-  emulator: EmulatorHandle;
-  watcher: AzureWatcher;
-  metrics: Metrics;
-  notices: Notice[];
-}
+type Rig = WatcherRig<AzureWatcher>;
 
 let rig: Rig | undefined;
 let extra: EmulatorHandle | undefined;
 
 afterEach(async () => {
-  await rig?.watcher.stop();
-  await rig?.emulator.close();
+  await stopWatcherRig(rig);
   await extra?.close();
   rig = undefined;
   extra = undefined;
@@ -43,14 +37,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function setup(options: Partial<AzureWatcherOptions> = {}, before?: (emulator: EmulatorHandle) => Promise<unknown>, onNotice?: (n: Notice) => Promise<void>): Promise<Rig> {
   const emulator = await azureProvider.startEmulator({ host: '127.0.0.1', port: 0, instanceId: VM });
   if (before) await before(emulator);
-  const metrics = new Metrics();
-  const watcher = new AzureWatcher({ endpoint: emulator.url, pollIntervalMs: POLL_MS, requestTimeoutMs: 300, logger: silentLogger, metrics, ...options });
-  const notices: Notice[] = [];
-  watcher.start(async (notice) => {
-    notices.push(notice);
-    await onNotice?.(notice);
-  });
-  rig = { emulator, watcher, metrics, notices };
+  rig = startWatcherRig(emulator, (metrics) => new AzureWatcher({ endpoint: emulator.url, pollIntervalMs: POLL_MS, requestTimeoutMs: 300, logger: silentLogger, metrics, ...options }), onNotice);
   return rig;
 }
 
@@ -58,12 +45,6 @@ async function setup(options: Partial<AzureWatcherOptions> = {}, before?: (emula
 async function polls(r: Rig, n: number): Promise<void> {
   const start = (await control(r.emulator, 'state')).scheduledEventsGets as number;
   await waitFor(`${n} polls`, n * POLL_MS * 4 + 1000, async () => (((await control(r.emulator, 'state')).scheduledEventsGets as number) >= start + n ? true : undefined));
-}
-
-async function metric(metrics: Metrics, name: string, labels: Record<string, string>): Promise<number> {
-  const all = await metrics.registry.getMetricsAsJSON();
-  const v = all.find((x) => x.name === name)?.values.find((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val));
-  return v?.value ?? 0;
 }
 
 describe('Azure IMDS emulator', () => {

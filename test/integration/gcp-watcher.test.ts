@@ -10,6 +10,7 @@ import { gcpParsers } from '../../providers/gcp/parsers.js';
 import { GcpWatcher, type GcpWatcherOptions } from '../../providers/gcp/watcher.js';
 import { control, waitFor } from '../support/agent-harness.js';
 import { runInProcess } from '../support/in-process-cli.js';
+import { metric, startWatcherRig, stopWatcherRig, type WatcherRig } from '../support/watcher-rig.js';
 
 /**
  * The GCP watcher against the GCP emulator over real HTTP on 127.0.0.1: hanging GETs, ETags, faults.
@@ -17,21 +18,13 @@ import { runInProcess } from '../support/in-process-cli.js';
 
 const INSTANCE = '4520031799277581759';
 
-interface Rig {
-  emulator: EmulatorHandle;
-  watcher: GcpWatcher;
-  metrics: Metrics;
-  notices: Notice[];
-  /** Arrival time (ms) of each notice, same order. */
-  arrivals: number[];
-}
+type Rig = WatcherRig<GcpWatcher>;
 
 let rig: Rig | undefined;
 let extra: EmulatorHandle | undefined;
 
 afterEach(async () => {
-  await rig?.watcher.stop();
-  await rig?.emulator.close();
+  await stopWatcherRig(rig);
   await extra?.close();
   rig = undefined;
   extra = undefined;
@@ -40,28 +33,13 @@ afterEach(async () => {
 async function setup(options: Partial<GcpWatcherOptions> = {}, before?: (emulator: EmulatorHandle) => Promise<void>): Promise<Rig> {
   const emulator = await gcpProvider.startEmulator({ host: '127.0.0.1', port: 0 });
   if (before) await before(emulator);
-  const metrics = new Metrics();
-  const watcher = new GcpWatcher({ endpoint: emulator.url, pollIntervalMs: 1000, requestTimeoutMs: 500, logger: silentLogger, metrics, errorBackoffMs: 50, ...options });
-  const notices: Notice[] = [];
-  const arrivals: number[] = [];
-  watcher.start(async (notice) => {
-    notices.push(notice);
-    arrivals.push(performance.now());
-  });
-  rig = { emulator, watcher, metrics, notices, arrivals };
+  rig = startWatcherRig(emulator, (metrics) => new GcpWatcher({ endpoint: emulator.url, pollIntervalMs: 1000, requestTimeoutMs: 500, logger: silentLogger, metrics, errorBackoffMs: 50, ...options }));
   return rig;
 }
 
 /** Waits until both keys' hanging GETs are parked on the emulator. */
 async function parked(r: Rig): Promise<void> {
   await waitFor('both hanging GETs parked', 2000, async () => ((await control(r.emulator, 'state')).waiting === 2 ? true : undefined));
-}
-
-async function metric(metrics: Metrics, name: string, labels: Record<string, string>): Promise<number> {
-  const all = await metrics.registry.getMetricsAsJSON();
-  const m = all.find((x) => x.name === name);
-  const v = m?.values.find((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val));
-  return v?.value ?? 0;
 }
 
 describe('GCP metadata server emulator', () => {
