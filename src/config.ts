@@ -211,10 +211,10 @@ export function tableInput<K extends string>(table: Record<K, OptionSpec>, value
   return input;
 }
 
-/** Help text of an option table: flag, description, environment variables and default. */
-export function tableHelp(table: Record<string, OptionSpec>): string {
+/** Help text of an option table: flag (padded to `width`), description, environment variables and default. */
+export function tableHelp(table: Record<string, OptionSpec>, width = 28): string {
   return Object.values(table)
-    .map((spec) => `  ${spec.flag.padEnd(28)} ${spec.description}\n  ${''.padEnd(28)} env ${spec.env.join(', ')}${spec.default !== undefined ? `; default ${spec.default}` : ''}`)
+    .map((spec) => `  ${spec.flag.padEnd(width)} ${spec.description}\n  ${''.padEnd(width)} env ${spec.env.join(', ')}${spec.default !== undefined ? `; default ${spec.default}` : ''}`)
     .join('\n');
 }
 

@@ -1,7 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadConfig, type Config } from '../config.js';
+import { CONFIG_OPTIONS, loadConfig, tableArgOptions, tableInput, type Config } from '../config.js';
 import { Registry } from '../registry/registry.js';
-import { configArgOptions, flagsToConfigInput } from './agent-command.js';
 import type { CliIo } from './io.js';
 
 /**
@@ -9,8 +8,8 @@ import type { CliIo } from './io.js';
  * so `spotwatch run|tasks|status` find the same Redis and node as the agent, from flags or environment.
  */
 export function parseClientArgs<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], own: T, io: CliIo) {
-  const { values, positionals } = parseArgs({ args: argv, options: { ...configArgOptions(), ...own }, strict: true, allowPositionals: true });
-  const { config } = loadConfig(flagsToConfigInput(values), io.env);
+  const { values, positionals } = parseArgs({ args: argv, options: { ...tableArgOptions(CONFIG_OPTIONS), ...own }, strict: true, allowPositionals: true });
+  const { config } = loadConfig(tableInput(CONFIG_OPTIONS, values), io.env);
   return { values: values as Record<string, string | boolean | undefined>, positionals, config };
 }
 
