@@ -3,7 +3,8 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.criu/**', 'coverage/**'] },
+  // Generated or installed, never linted (eslint does not read .gitignore).
+  { ignores: ['dist/**', 'node_modules/**', '.criu/**', '.spotwatch/**', 'native/build/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
