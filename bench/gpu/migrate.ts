@@ -11,8 +11,8 @@
  *              bench/results/gpu-<date>.json and prints one table.
  *
  * This is the direct path (hook + CRIU command lines of src/engines/criu). The agent path (Redis, two agents,
- * an AWS interruption from the emulator) replaces it once `spotwatch run/agent/simulate` carry GPU tasks; see
- * SPOTWATCH_GPU_BENCH_PATH in run.sh.
+ * `spotwatch run`, an AWS interruption from the emulator) is bench/gpu/agents.ts; see SPOTWATCH_GPU_BENCH_PATH in
+ * run.sh.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, openSync, closeSync } from 'node:fs';

@@ -7,7 +7,10 @@
 #   redis.tar.xz              redis-server with every library it loads and a wrapper that runs it through them
 #   cuda-checkpoint-helper    native/cuda-checkpoint-helper.c built here (run.sh rebuilds it there when gcc exists)
 #   migrate.mjs               bench/gpu/migrate.ts with the CUDA hook and the CRIU engine's code, bundled (esbuild)
-#   spotwatch.mjs             the CLI bundled, for the agent path (SPOTWATCH_GPU_BUNDLE_CLI=1; best effort)
+#   spotwatch.mjs             the CLI (dist/src/cli/run.js: run `npm run build` first) bundled for the agent path, the
+#                             cloud SDKs left out (loaded lazily, never on this path) and @kubernetes/client-node
+#                             replaced by bench/gpu/k8s-stub.mjs (imported statically by src/k8s; agents run --k8s false)
+#   agents.mjs                bench/gpu/agents.ts bundled: the agent path's driver (two agents, spotwatch run, notice)
 #
 # Idempotent: each piece is rebuilt only when its source is newer. Prints the sizes; fails above 60 MiB (the
 # device tool carries at most 64 MiB with the working tree).
@@ -63,14 +66,28 @@ cp -f native/build/cuda-checkpoint-helper "$B/cuda-checkpoint-helper"
 ESBUILD="$ROOT/node_modules/.bin/esbuild"
 "$ESBUILD" bench/gpu/migrate.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning \
   --outfile="$B/migrate.mjs"
+# The CLI and the agent-path driver. The SDKs of the clouds are imported lazily (providers/*/sdk-client.ts) and
+# never reached here; @kubernetes/client-node is imported statically by src/k8s/kube-api.ts, so it is replaced by
+# a stub rather than left out (with it external the bundle fails to load where there is no node_modules).
+SDK_EXTERNALS=(--external:@aws-sdk/* --external:@google-cloud/* --external:@azure/* --alias:@kubernetes/client-node=./bench/gpu/k8s-stub.mjs)
+REQUIRE_BANNER="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 rm -f "$B/spotwatch.mjs" "$B/spotwatch.bundle.log"
-# The CLI (for the agent path) only on request: with the cloud SDKs it is large.
-if [ -n "${SPOTWATCH_GPU_BUNDLE_CLI:-}" ] && ! "$ESBUILD" src/cli/run.ts --minify --bundle --platform=node --format=esm --target=node20 --log-level=error \
-  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
-  --outfile="$B/spotwatch.mjs" 2>"$B/spotwatch.bundle.log"; then
-  say "CLI bundle failed (agent path unavailable): $(tail -n 3 "$B/spotwatch.bundle.log")"
-  rm -f "$B/spotwatch.mjs"
-fi
+[ -s dist/src/cli/run.js ] || { say "no dist/src/cli/run.js: run 'npm run build' first"; exit 1; }
+"$ESBUILD" dist/src/cli/run.js --bundle --minify --platform=node --format=esm --target=node20 --log-level=warning "${SDK_EXTERNALS[@]}" \
+  --banner:js="$REQUIRE_BANNER" --outfile="$B/spotwatch.mjs"
+"$ESBUILD" bench/gpu/agents.ts --bundle --platform=node --format=esm --target=node20 --log-level=warning "${SDK_EXTERNALS[@]}" \
+  --banner:js="$REQUIRE_BANNER" --outfile="$B/agents.mjs"
+# Both must load with no node_modules in reach (as on the GPU machine): run them from a directory outside the repo.
+t=$(mktemp -d)
+cp "$B/spotwatch.mjs" "$B/agents.mjs" "$t/"
+for cmd in agent run simulate; do
+  node "$t/spotwatch.mjs" "$cmd" --help >/dev/null 2>"$t/err" || { say "the CLI bundle fails '$cmd --help' without node_modules: $(tail -n 3 "$t/err")"; rm -rf "$t"; exit 1; }
+done
+node "$t/agents.mjs" >"$t/err" 2>&1 || true
+grep -q '^usage: agents.mjs' "$t/err" || { say "agents.mjs does not load without node_modules: $(tail -n 3 "$t/err")"; rm -rf "$t"; exit 1; }
+rm -rf "$t"
+say "CLI bundle from dist/ (built $(date -u -r dist/src/cli/run.js +%FT%TZ)); 'agent --help' runs without node_modules"
+(git log -1 --format='%H %cI' && git status --porcelain -- src providers | sed 's/^/dirty: /') >"$B/spotwatch.source" 2>/dev/null || true
 
 total=$(du -cb "$B"/* | tail -n1 | cut -f1)
 du -h "$B"/* | sed 's/^/gpu-prepare:   /'

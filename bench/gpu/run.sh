@@ -21,8 +21,12 @@
 #                               decoder frees the allocator's cached blocks after the prefill
 #   TOKEN_INTERVAL_MS           pause between tokens (default 10: the migration lands mid-stream)
 #   SPOTWATCH_GPU_BENCH_PATH    direct (default): the CUDA hook + CRIU driven stage by stage by bench/gpu/migrate.ts;
-#                               agents: Redis, two agents, `spotwatch run -- decoder`, an AWS interruption from
-#                               the emulator (needs the migration pipeline with the CUDA hook in the CLI bundle)
+#                               agents: Redis, two `spotwatch agent` processes (node-a, node-b), `spotwatch run --
+#                               decoder` on node-a, `spotwatch simulate aws interrupt` at node-a's emulator; spotwatch
+#                               moves it to node-b (bench/gpu/agents.ts). Runs the first of CONFIGS (default
+#                               "1b:16384:256") and merges "agentPath" into gpu-<date>.json, other keys untouched
+#   SPOTWATCH_GPU_BENCH_TASK    agent path only: decoder (default) or toy (examples/toy-llm/toy-llm.mjs, a CPU
+#                               rehearsal of the same code path: CONFIGS="toy:64:300", no GPU, no PyTorch)
 #   SPOTWATCH_GPU_WORK          work dir on local disk (default /var/tmp/spotwatch-gpu: weights, compile cache)
 #   SPOTWATCH_GPU_IMAGES        image dir on tmpfs (default /dev/shm/spotwatch-gpu)
 #   RESULTS_DIR                 where gpu-<date>.json goes (default bench/results); OUT: also copied there
@@ -34,10 +38,11 @@ W="${SPOTWATCH_GPU_WORK:-/var/tmp/spotwatch-gpu}"
 IMG="${SPOTWATCH_GPU_IMAGES:-/dev/shm/spotwatch-gpu}"
 R="$W/results"
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/bench/results}"
-CONFIGS="${CONFIGS:-1b:16384:256 8b:32768:256}"
+BENCH_PATH="${SPOTWATCH_GPU_BENCH_PATH:-direct}"
+BENCH_TASK="${SPOTWATCH_GPU_BENCH_TASK:-decoder}"
+if [ "$BENCH_PATH" = agents ]; then CONFIGS="${CONFIGS:-1b:16384:256}"; else CONFIGS="${CONFIGS:-1b:16384:256 8b:32768:256}"; fi
 MIGRATE_AT="${MIGRATE_AT:-48}"
 TOKEN_INTERVAL_MS="${TOKEN_INTERVAL_MS:-10}"
-BENCH_PATH="${SPOTWATCH_GPU_BENCH_PATH:-direct}"
 VIA="${VIA:-engine}"
 PY="${PYTHON:-python3}"
 DEC="$ROOT/bench/gpu/decoder.py"
@@ -112,25 +117,34 @@ drop_caches() {
 }
 
 # ---- the floor: host<->device copy bandwidth
-log "bandwidth (pinned and pageable, 4 GiB)"
-"$PY" "$DEC" --bandwidth --bw-gib 4 --timings "$R/bandwidth.json" || log "bandwidth measurement failed"
+if [ "$BENCH_PATH" = direct ]; then
+  log "bandwidth (pinned and pageable, 4 GiB)"
+  "$PY" "$DEC" --bandwidth --bw-gib 4 --timings "$R/bandwidth.json" || log "bandwidth measurement failed"
+fi
 
-run_direct() {
-  local spec=$1 c ctx n model
-  IFS=: read -r c ctx n <<<"$spec"
+# The model's weights (once) and the uninterrupted reference run; sets `common` (the decoder's arguments).
+common=()
+model_and_reference() {
+  local c=$1 ctx=$2 n=$3 model
   model="$W/models/$c"
   if [ ! -s "$model/config.json" ]; then
     log "$c: creating random bf16 weights in $model"
     "$PY" "$DEC" --create --config "$c" --model-dir "$model" || { log "$c: weight creation failed"; return 1; }
   fi
-  local common=("$DEC" --config "$c" --model-dir "$model" --ctx "$ctx" --new-tokens "$n" --token-interval-ms "$TOKEN_INTERVAL_MS")
+  common=("$DEC" --config "$c" --model-dir "$model" --ctx "$ctx" --new-tokens "$n" --token-interval-ms "$TOKEN_INTERVAL_MS")
   local dropped
   dropped=$(drop_caches)
   log "$c: reference run (uninterrupted; page cache dropped: $dropped)"
   "$NODE" "$B/migrate.mjs" reference --label "$c" --python "$PY" \
     --decoder-args "$(printf '%s\n' "${common[@]}" --out "$R/$c.ref.tokens" --timings "$R/$c.ref.timings.json" --reference | "$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read().splitlines()))')" \
     --tokens "$R/$c.ref.tokens" --log "$R/$c.ref.log" --result "$R/$c.ref.launch.json" || { log "$c: reference run failed"; return 1; }
-  local via rc=0
+}
+
+run_direct() {
+  local spec=$1 c ctx n
+  IFS=: read -r c ctx n <<<"$spec"
+  model_and_reference "$c" "$ctx" "$n" || return 1
+  local via rc=0 dropped
   for via in $VIA; do
     # VIA entries: engine | commands | pageserver, optionally +emptycache (the decoder releases the allocator's
     # cached blocks after its prefill, so only live GPU memory moves)
@@ -149,37 +163,85 @@ run_direct() {
   return $rc
 }
 
+json_argv() { "$NODE" -e 'console.log(JSON.stringify(process.argv.slice(1)))' -- "$@"; }
+
+REDIS_PID=""
+stop_redis() { [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null; REDIS_PID=""; }
+trap stop_redis EXIT
+
 run_agents() {
-  # The agent path: Redis, two agents (node A, node B) with their own AWS emulators, the decoder started under
-  # agent A's care, a spot interruption fired at A; spotwatch checkpoints it (CUDA hook + CRIU), streams it to B
-  # and restores it there. Needs the migration pipeline (issue 4) with the CUDA hook wired into the CRIU engine.
-  [ -s "$B/spotwatch.mjs" ] || die "agent path: no $B/spotwatch.mjs (bench/gpu/prepare.sh could not bundle the CLI)"
-  for cmd in agent run tasks simulate; do
-    "$NODE" "$B/spotwatch.mjs" "$cmd" --help >/dev/null 2>&1 || die "agent path: this build's CLI has no '$cmd' command yet; use SPOTWATCH_GPU_BENCH_PATH=direct"
-  done
-  "$NODE" "$B/spotwatch.mjs" agent --help 2>&1 | grep -qi 'engine\|checkpoint' ||
-    die "agent path: the agent cannot checkpoint tasks yet (migration pipeline pending); use SPOTWATCH_GPU_BENCH_PATH=direct"
-  die "agent path: wiring pending (start redis, 'spotwatch agent' x2, 'spotwatch run -- python3 decoder.py', 'spotwatch simulate aws interrupt'); use SPOTWATCH_GPU_BENCH_PATH=direct"
+  # The agent path: Redis, two `spotwatch agent` processes (node-a, node-b) with their own AWS emulators, the task
+  # started with `spotwatch run` on node-a, a spot interruption fired at node-a's emulator; spotwatch plans,
+  # checkpoints it (CUDA hook + CRIU), streams it to node-b and restores it there (bench/gpu/agents.ts).
+  local spec=$1 c ctx n
+  IFS=: read -r c ctx n <<<"$spec"
+  [ -s "$B/spotwatch.mjs" ] && [ -s "$B/agents.mjs" ] || die "agent path: no $B/spotwatch.mjs or agents.mjs (run bench/gpu/prepare.sh after npm run build)"
+  "$NODE" "$B/spotwatch.mjs" agent --help >/dev/null 2>"$R/cli-check.err" || die "agent path: the CLI bundle does not run: $(tail -n 3 "$R/cli-check.err")"
+  [ -s "$B/spotwatch.source" ] && log "CLI bundle source: $(tr '\n' ' ' <"$B/spotwatch.source")"
+
+  # Redis: our own, on a free port, nothing persisted.
+  local port
+  port=$("$NODE" -e 'const s=require("node:net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  "$REDIS" --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$W" --logfile "$R/redis.log" &
+  REDIS_PID=$!
+  for _ in $(seq 100); do "$NODE" -e 'const c=require("node:net").connect(+process.argv[1],"127.0.0.1");c.on("connect",()=>process.exit(0));c.on("error",()=>process.exit(1))' "$port" && break; sleep 0.1; done
+
+  local task_args expect_gpu=true timings=()
+  local tokens="$R/$c.agents.tokens"
+  rm -f "$tokens" "$R/$c.agents.timings.json"
+  if [ "$BENCH_TASK" = toy ]; then
+    # CPU rehearsal: the toy LLM ("context" = prompt tokens), 64 MiB of state
+    local toy="$ROOT/examples/toy-llm/toy-llm.mjs" targs=(--prompt-tokens "$ctx" --state-mib 64 --tokens "$n" --interval-ms 20 --seed 11)
+    "$NODE" "$toy" --reference "${targs[@]}" >"$R/$c.ref.tokens" || die "toy reference failed"
+    task_args=$(json_argv "$NODE" "$toy" "${targs[@]}" --out "$tokens")
+    expect_gpu=false
+  else
+    model_and_reference "$c" "$ctx" "$n" || { stop_redis; return 1; }
+    task_args=$(json_argv "$PY" "${common[@]}" --out "$tokens" --timings "$R/$c.agents.timings.json")
+    timings=(--timings "$R/$c.agents.timings.json")
+  fi
+  local dropped=false
+  [ "$BENCH_TASK" = toy ] || dropped=$(drop_caches)
+  log "$c: agent path: two agents, spotwatch run on node-a, interruption after $MIGRATE_AT tokens (page cache dropped: $dropped)"
+  "$NODE" "$B/agents.mjs" migrate --label "$c" --node "$NODE" --cli "$B/spotwatch.mjs" --redis-url "redis://127.0.0.1:$port" \
+    --base-dir "$IMG" --task-args "$task_args" --tokens "$tokens" "${timings[@]}" --reference-tokens "$R/$c.ref.tokens" \
+    --log "$R/$c.agents.log" --agent-logs "$R" --result "$R/$c.agents.migrate.json" --migrate-at "$MIGRATE_AT" \
+    --expect-gpu "$expect_gpu" --timeout-s "${MIGRATE_TIMEOUT_S:-300}"
+  local rc=$?
+  stop_redis
+  return $rc
 }
 
 names=()
 report() {
-  "$NODE" "$B/migrate.mjs" report --configs "$(IFS=,; echo "${names[*]}")" --dir "$R" --results-dir "$RESULTS_DIR" --path "$BENCH_PATH"
+  if [ "$BENCH_PATH" = agents ]; then
+    local c=${names[0]%%.*}
+    "$NODE" "$B/agents.mjs" report --result "$R/$c.agents.migrate.json" --info "$R/info.json" --ref-timings "$R/$c.ref.timings.json" --source "$B/spotwatch.source" --results-dir "$RESULTS_DIR"
+  else
+    "$NODE" "$B/migrate.mjs" report --configs "$(IFS=,; echo "${names[*]}")" --dir "$R" --results-dir "$RESULTS_DIR" --path "$BENCH_PATH"
+  fi
   local rc=$?
   if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/logs"
     cp "$RESULTS_DIR"/gpu-*.json "$OUT/" 2>/dev/null
+    [ "$BENCH_PATH" = agents ] && cp "$R"/*.agents.migrate.json "$R/info.json" "$OUT/" 2>/dev/null
     (cd "$R" && tar -czf "$OUT/logs/gpu-bench-logs.tgz" --exclude='*.tokens' . 2>/dev/null)
   fi
   return $rc
 }
-for spec in $CONFIGS; do
-  for via in $VIA; do names+=("${spec%%:*}.$via"); done
-  case "$BENCH_PATH" in
-    direct) run_direct "$spec" || log "${spec%%:*}: FAILED" ;;
-    agents) run_agents "$spec" ;;
-    *) die "unknown SPOTWATCH_GPU_BENCH_PATH=$BENCH_PATH (direct|agents)" ;;
-  esac
-  report >"$R/report.partial.txt" 2>&1 # partial results survive a run cut short
-done
+case "$BENCH_PATH" in
+  direct)
+    for spec in $CONFIGS; do
+      for via in $VIA; do names+=("${spec%%:*}.$via"); done
+      run_direct "$spec" || log "${spec%%:*}: FAILED"
+      report >"$R/report.partial.txt" 2>&1 # partial results survive a run cut short
+    done
+    ;;
+  agents)
+    spec=${CONFIGS%% *}
+    names=("${spec%%:*}.agents")
+    run_agents "$spec" || log "${spec%%:*}: agent path FAILED"
+    ;;
+  *) die "unknown SPOTWATCH_GPU_BENCH_PATH=$BENCH_PATH (direct|agents)" ;;
+esac
 report
