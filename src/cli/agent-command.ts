@@ -19,7 +19,7 @@ export async function agentCommand(argv: string[], io: CliIo): Promise<number> {
   const k8s = loadK8sConfig(tableInput(K8S_OPTIONS, values), io.env);
   const { provider, endpoint } = await resolveProvider(config.provider, config.metadataEndpoint, logger);
   const agent = new Agent({ config, provider, endpoint, logger });
-  const drainer = createNodeDrainer({ config: k8s, nodeName: agent.nodeId, logger, registry: agent.metrics.registry, env: io.env });
+  const drainer = await createNodeDrainer({ config: k8s, nodeName: agent.nodeId, logger, registry: agent.metrics.registry, env: io.env });
   if (drainer) {
     agent.setDrainer(drainer);
     logger.info({ node: agent.nodeId }, 'Kubernetes actions on: cordon, taint, Event and eviction of pods that are not migrated');

@@ -2,7 +2,7 @@
  * Kubernetes actions of the agent on its own node (cordon, taint, Event, PDB-respecting eviction; undone on
  * `cancelled`). Wiring in the agent:
  *
- *   const drainer = createNodeDrainer({ config: loadK8sConfig(flags), nodeName: agent.nodeId, logger, registry: agent.metrics.registry });
+ *   const drainer = await createNodeDrainer({ config: loadK8sConfig(flags), nodeName: agent.nodeId, logger, registry: agent.metrics.registry });
  *   // for each notice about THIS node (its own watcher's, or a webhook notice for its instance id):
  *   const report = await drainer?.onNotice(notice, { migratedPods: ['ns/pod', …] });   // report.result: ok | retryable | fatal
  *

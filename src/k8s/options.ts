@@ -2,9 +2,8 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { SpotwatchError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { loadKubeConfig } from './kube-api.js';
 import { K8sMetrics } from './metrics.js';
-import { NodeDrainer } from './node-drainer.js';
+import type { NodeDrainer } from './node-drainer.js';
 
 /**
  * The agent's Kubernetes settings, in the shape of CONFIG_OPTIONS (flag, environment, default), so they can
@@ -87,15 +86,17 @@ export function k8sEnabled(config: K8sConfig, env: NodeJS.ProcessEnv = process.e
  * The agent's NodeDrainer, or undefined when Kubernetes actions are off. `nodeName` is the agent's node id
  * (NODE_NAME from the downward API in the DaemonSet).
  */
-export function createNodeDrainer(args: {
+export async function createNodeDrainer(args: {
   config: K8sConfig;
   nodeName: string;
   logger: Logger;
   registry?: Registry;
   env?: NodeJS.ProcessEnv;
-}): NodeDrainer | undefined {
+}): Promise<NodeDrainer | undefined> {
   const env = args.env ?? process.env;
   if (!k8sEnabled(args.config, env)) return undefined;
+  // The Kubernetes client (several MB) loads only where the actions are on: off the cluster it costs nothing.
+  const [{ loadKubeConfig }, { NodeDrainer }] = await Promise.all([import('./kube-api.js'), import('./node-drainer.js')]);
   const kubeConfig = loadKubeConfig(env, args.config.kubeconfig);
   return NodeDrainer.fromKubeConfig(kubeConfig, {
     nodeName: args.nodeName,

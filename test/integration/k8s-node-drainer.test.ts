@@ -306,14 +306,14 @@ describe('NodeDrainer on other notices', () => {
 
 describe('createNodeDrainer', () => {
   it('is off outside a pod unless asked, and reads a kubeconfig file when asked', async () => {
-    expect(createNodeDrainer({ config: loadK8sConfig({}, {}), nodeName: NODE, logger: silentLogger, env: {} })).toBeUndefined();
+    expect(await createNodeDrainer({ config: loadK8sConfig({}, {}), nodeName: NODE, logger: silentLogger, env: {} })).toBeUndefined();
 
     const dir = mkdtempSync(join(tmpdir(), 'spotwatch-kube-'));
     try {
       const file = join(dir, 'config');
       writeFileSync(file, JSON.stringify(api.kubeconfig()));
       const env = { SPOTWATCH_K8S: 'true', KUBECONFIG: file, SPOTWATCH_K8S_EVICT: 'false', SPOTWATCH_K8S_EVENT_NAMESPACE: 'spotwatch' };
-      const d = createNodeDrainer({ config: loadK8sConfig({}, env), nodeName: NODE, logger: silentLogger, registry, env });
+      const d = await createNodeDrainer({ config: loadK8sConfig({}, env), nodeName: NODE, logger: silentLogger, registry, env });
       expect(d).toBeInstanceOf(NodeDrainer);
       const report = await d!.onNotice(notice('interruption', 'terminate', 10_000));
       expect(report.result).toBe('ok');
