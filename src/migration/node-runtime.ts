@@ -343,8 +343,11 @@ export class NodeRuntime {
       this.logger.error({ migrationId, directory }, 'received an image for an unknown migration; kept on disk, not restored');
       return;
     }
-    await this.registry.updateMigration(migrationId, { phase: 'restoring', phases: { receive: received.durationMs } });
-    await this.restore(migration, directory, received.value.imageBytes);
+    // The task is down until the restore runs: start it now, record the phase meanwhile (field-wise HSET, issued
+    // before the restore's own updates on the same connection, so it cannot overwrite them).
+    const noted = this.registry.updateMigration(migrationId, { phase: 'restoring', phases: { receive: received.durationMs } });
+    noted.catch(() => undefined);
+    await this.restore(migration, directory, received.value.imageBytes, noted);
   }
 
   private async receiveForwarded(conn: Duplex, remote: string): Promise<void> {
@@ -403,9 +406,10 @@ export class NodeRuntime {
     }
   }
 
-  private async restore(migration: MigrationRecord, directory: string, imageBytes: number): Promise<void> {
+  private async restore(migration: MigrationRecord, directory: string, imageBytes: number, noted?: Promise<unknown>): Promise<void> {
     const deadline = Math.max((migration.deadline ?? 0) + 5 * 60_000, Date.now() + 60_000);
     const result = await this.o.engine.restore({ migrationId: migration.id, source: { kind: 'directory', path: directory }, deadline });
+    await noted?.catch(() => undefined);
     const task = await this.registry.getTask(migration.taskId);
     if (result.status !== 'ok' || result.value.task.kind !== 'process') {
       const why = result.status === 'ok' ? 'restored something that is not a process' : `${result.code}: ${result.message}`;

@@ -264,16 +264,17 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     }
   });
 
-  it('a stream that breaks in the middle of the dump leaves the task running on the source', async () => {
+  it('a relayed stream that breaks in the middle of the dump leaves the task running on the source', async () => {
     const dir = workDir();
     const toy = startToy(dir, 16, 400, 10);
     await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
-    // A real target whose connection drops in the middle of the pages.
+    // A real target whose connection drops in the middle of the relayed pages.
+    const relayEngine = new CriuEngine({ directPages: false });
     let seen = 0;
     let received: Promise<EngineResult<ReceivedImage>> | undefined;
     const listener = await listenForImageStreams({
       onConnection: (conn: Duplex) => {
-        received = engine.receive({ connection: conn, directory: join(dir, 'target'), deadline: deadlineIn(15_000) });
+        received = relayEngine.receive({ connection: conn, directory: join(dir, 'target'), deadline: deadlineIn(15_000) });
         conn.on('data', (d: Buffer) => {
           seen += d.length;
           if (seen > 4 * 1024 * 1024) conn.destroy();
@@ -281,7 +282,7 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
       },
     });
     try {
-      const r = await engine.checkpoint({
+      const r = await relayEngine.checkpoint({
         task: { kind: 'process', pid: toy.pid },
         migrationId: 'm-broken',
         destination: { kind: 'stream', sink: tcpImageSink({ host: listener.host, port: listener.port }), localDir: join(dir, 'source') },
@@ -298,6 +299,47 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
       await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
       // and what it produced is still exactly the reference stream, so far
       const ref = await reference(toyArgs(16, 400, 10));
+      const got = readOut(toy.out).tokens;
+      expect(got).toEqual(ref.slice(0, got.length));
+    } finally {
+      process.kill(toy.pid, 'SIGKILL');
+      await listener.close();
+    }
+  });
+
+  it('a direct page channel whose target fails in the middle of the dump leaves the task running on the source', async () => {
+    const dir = workDir();
+    const toy = startToy(dir, 64, 400, 10);
+    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
+    // A real target: once pages arrive over the direct channel, its agent connection drops (the agent died).
+    const targetDir = join(dir, 'target');
+    let received: Promise<EngineResult<ReceivedImage>> | undefined;
+    const listener = await listenForImageStreams({
+      onConnection: (conn: Duplex) => {
+        received = engine.receive({ connection: conn, directory: targetDir, deadline: deadlineIn(15_000) });
+        const iv = setInterval(() => {
+          if (!existsSync(targetDir) || !readdirSync(targetDir).some((f) => f.startsWith('pages-'))) return;
+          clearInterval(iv);
+          conn.destroy();
+        }, 1);
+      },
+    });
+    try {
+      const r = await engine.checkpoint({
+        task: { kind: 'process', pid: toy.pid },
+        migrationId: 'm-broken-direct',
+        destination: { kind: 'stream', sink: tcpImageSink({ host: listener.host, port: listener.port }), localDir: join(dir, 'source') },
+        deadline: deadlineIn(15_000),
+      });
+      expect(r.status).toBe('retryable');
+      if (r.status === 'ok') return;
+      expect(r.code).toBe('TRANSPORT_FAILED');
+      expect(r.taskState).toBe('running');
+      const rec = await received!;
+      expect(rec.status).not.toBe('ok');
+      const before = readOut(toy.out).tokens.length;
+      await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
+      const ref = await reference(toyArgs(64, 400, 10));
       const got = readOut(toy.out).tokens;
       expect(got).toEqual(ref.slice(0, got.length));
     } finally {

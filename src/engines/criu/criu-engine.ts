@@ -21,7 +21,9 @@
  *   task can leave the task damaged — at the deadline the node is about to vanish anyway, and the result says
  *   what state the task was left in.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import type {
@@ -53,7 +55,8 @@ import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreS
 import type { CriuAction } from './criu-log.js';
 import { startCriu } from './criu-process.js';
 import type { CriuExit } from './criu-process.js';
-import { ImageStreamError, ImageStreamReceiver, ImageStreamSender } from './image-stream.js';
+import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
+import { PAGE_CHANNEL_WAIT_MS, isPlainSocket, takePageChannel } from './page-channel.js';
 import type { StreamFile } from './image-stream.js';
 import { estimateTree, needsShellJob, pidExists, processTree, readProcStat, signalAll, taskState, waitDead, waitGone } from './proc.js';
 
@@ -97,6 +100,11 @@ export interface CriuEngineOptions {
   /** Appended to every `criu dump` / `criu restore` (experiments, tests). */
   extraDumpArgs?: string[];
   extraRestoreArgs?: string[];
+  /**
+   * Send memory pages over a second authenticated connection handed to CRIU itself, when the image stream runs on
+   * plain TCP (page-channel.ts); otherwise, or when false, the agents relay them. Default true.
+   */
+  directPages?: boolean;
   /** How long to wait for a stopped task's pids (or a restore target's pids) to be released. Default 2000 ms. */
   releaseTimeoutMs?: number;
 }
@@ -458,6 +466,9 @@ export class CriuEngine implements CheckpointEngine {
     const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids };
     const phases: Record<string, number> = {};
     let sender: ImageStreamSender | undefined;
+    /** The direct page channel (page-channel.ts): this agent pumps the dump's socketpair into it, unframed. */
+    let channel: Socket | undefined;
+    let direct = false;
     let ran: EngineHook[] = [];
 
     // Every failure path goes through here: resume the task if we left it stopped, undo hooks, tell the peer.
@@ -467,6 +478,7 @@ export class CriuEngine implements CheckpointEngine {
       const where = state === 'running' ? 'the task is still running on the source' : `the task is ${state} on the source`;
       const full = `${message}; ${where}${hookErr ? `; hooks failed to undo: ${hookErr}` : ''}`;
       sender?.abort({ code, status, message });
+      channel?.destroy();
       const extra: Partial<EngineFailure> = { taskState: state, logPath };
       if (cause !== undefined) extra.cause = cause;
       return engineFailure(status, code, full, started, extra);
@@ -492,7 +504,29 @@ export class CriuEngine implements CheckpointEngine {
         try {
           const conn = await guard.race(dest.sink.open(guard.signal));
           sender = new ImageStreamSender(conn, (bytes) => progress({ phase: 'transfer', bytes, estimatedBytes: estimate.imageBytes }));
-          sender.hello({ migrationId: req.migrationId, engine: 'criu', criuVersion: criu.version, estimatedBytes: estimate.imageBytes });
+          let pageChannel: string | undefined;
+          if (this.opts.directPages !== false && isPlainSocket(conn)) {
+            // A second connection for the pages, authenticated like the first; any trouble here: relay instead.
+            const second = await guard.race(dest.sink.open(guard.signal)).catch((err: unknown) => {
+              if (err instanceof Aborted) throw err;
+              return undefined;
+            });
+            if (second && isPlainSocket(second)) {
+              pageChannel = randomBytes(16).toString('hex');
+              sendPageChannelFrame(second, pageChannel);
+              channel = second as Socket;
+            } else second?.destroy();
+          }
+          sender.hello({ migrationId: req.migrationId, engine: 'criu', criuVersion: criu.version, estimatedBytes: estimate.imageBytes, ...(pageChannel ? { pageChannel } : {}) });
+          if (channel) {
+            // A target that predates page channels never answers: relay after a while (it expects relayed pages).
+            const answer = await guard.race(Promise.race([sender.pagesMode(), new Promise<undefined>((r) => setTimeout(() => r(undefined), PAGE_CHANNEL_WAIT_MS + 2000).unref())]));
+            direct = answer?.direct === true;
+            if (!direct) {
+              channel.destroy();
+              channel = undefined;
+            }
+          }
         } catch (err) {
           if (err instanceof Aborted) return await fail('fatal', err.reason === 'deadline' ? 'DEADLINE_EXCEEDED' : 'ABORTED', `checkpoint aborted while connecting to ${dest.sink.describe}`);
           return await fail('retryable', 'TRANSPORT_FAILED', `cannot open the image stream to ${dest.sink.describe}: ${describe(err)}`, err);
@@ -516,14 +550,28 @@ export class CriuEngine implements CheckpointEngine {
       progress({ phase: 'dump', bytes: 0, estimatedBytes: estimate.imageBytes });
       const run = startCriu(criu.path, args, { pageSocket: dest.kind === 'stream', deadline: req.deadline, signal: guard.signal });
       let relayError: unknown;
-      const relay =
-        sender && run.pageSocket
-          ? sender.relayPages(run.pageSocket).catch((err: unknown) => {
-              relayError = err;
-              run.kill('abort');
-              return 0;
-            })
-          : Promise.resolve(0);
+      let relay: Promise<number> = Promise.resolve(0);
+      if (sender && run.pageSocket && channel) {
+        // Pages go unframed into the direct channel, whose other end is the target's page server.
+        const ch = channel;
+        relay = pumpPages(run.pageSocket, ch, (bytes) => progress({ phase: 'transfer', bytes: sender!.bytesSent + bytes, estimatedBytes: estimate.imageBytes })).catch((err: unknown) => {
+          relayError = err;
+          run.kill('abort');
+          return 0;
+        });
+        // The framed connection broke (or the target reported a failure): stop the dump, as a broken relay does.
+        sender.onFailure((err) => {
+          relayError ??= err;
+          ch.destroy();
+          run.kill('abort');
+        });
+      } else if (sender && run.pageSocket) {
+        relay = sender.relayPages(run.pageSocket).catch((err: unknown) => {
+          relayError = err;
+          run.kill('abort');
+          return 0;
+        });
+      }
       const exit = await run.done;
       const pageBytesSent = await guard.race(relay).catch((err: unknown) => {
         relayError ??= err;
@@ -547,7 +595,8 @@ export class CriuEngine implements CheckpointEngine {
         phases.criuMemdump = Math.round(stats.memdumpTimeUs / 1000);
         phases.criuMemwrite = Math.round(stats.memwriteTimeUs / 1000);
       }
-      const pageBytes = dest.kind === 'stream' ? pageBytesSent : (stats?.pagesWritten ?? 0) * 4096;
+      const pageBytes = dest.kind === 'stream' && !direct ? pageBytesSent : (stats?.pagesWritten ?? 0) * 4096;
+      if (direct) sender?.countDirectPages(pageBytes);
       const manifest: CriuImageManifest = {
         format: 1,
         engine: 'criu',
@@ -568,8 +617,7 @@ export class CriuEngine implements CheckpointEngine {
       if (sender) {
         const t = Date.now();
         try {
-          const files: StreamFile[] = [];
-          for (const f of await listFiles(imagesDir)) files.push(await guard.race(sender.sendFile(imagesDir, f.name)));
+          const files: StreamFile[] = await guard.race(sender.sendFiles(imagesDir, (await listFiles(imagesDir)).map((f) => f.name)));
           await guard.race(sender.finish({ files, pageBytes }));
         } catch (err) {
           if (err instanceof Aborted) {
@@ -680,16 +728,31 @@ export class CriuEngine implements CheckpointEngine {
     };
     try {
       const hello = await guard.race(receiver.readHello(req.migrationId));
+      let channel: Socket | undefined;
+      if (hello.pageChannel !== undefined) {
+        channel = await guard.race(takePageChannel(hello.pageChannel, PAGE_CHANNEL_WAIT_MS, guard.signal));
+        if (channel && !isPlainSocket(channel)) {
+          channel.destroy();
+          channel = undefined;
+        }
+      }
       pageServer = startCriu(
         criu.path,
-        buildPageServerArgs({ imagesDir: req.directory, logFile: 'page-server.log', logLevel: this.logLevel, on: { psSocketFd: 3 } }),
-        { pageSocket: true, deadline: req.deadline, signal: guard.signal },
+        buildPageServerArgs({ imagesDir: req.directory, logFile: 'page-server.log', logLevel: this.logLevel, on: { psSocketFd: channel ? 0 : 3 } }),
+        { ...(channel ? { stdinSocket: channel } : { pageSocket: true }), deadline: req.deadline, signal: guard.signal },
       );
+      // The page server owns the channel now: close ours before the source may start its dump.
+      channel?.destroy();
+      if (hello.pageChannel !== undefined) receiver.pagesMode({ direct: channel !== undefined });
       const done = await guard.race(receiver.receive(req.directory, pageServer.pageSocket));
       const psExit = await guard.race(pageServer.done);
       if (psExit.code !== 0) {
         const f = classifyCriuFailure('page-server', await readText(logPath), psExit.stderr, psExit.code);
         return failWith('retryable', f.code === 'CHECKPOINT_FAILED' ? 'TRANSPORT_FAILED' : f.code, describeCriuFailure('page-server', f, logPath));
+      }
+      if (channel) {
+        // Pages that came over the direct channel count as received image bytes, as relayed ones do.
+        for (const f of await listFiles(req.directory)) if (/^pages-\d+\.img$/.test(f.name)) receiver.countDirectPages(f.size);
       }
       if (!(await this.looksLikeImage(req.directory))) {
         return failWith('fatal', 'IMAGE_INVALID', `the stream for ${hello.migrationId} ended without a complete CRIU image (no inventory.img / pstree.img)`);

@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 const OUTPUT_TAIL_BYTES = 64 * 1024;
@@ -32,6 +33,11 @@ export interface CriuRun {
 export interface StartCriuOptions {
   /** Give the child a socketpair at fd 3 (for `--ps-socket 3`). */
   pageSocket?: boolean;
+  /**
+   * Give the child this connected socket as its stdin (for `--ps-socket 0`): libuv makes a child's fds 0–2
+   * blocking, which CRIU needs. The caller closes its own descriptor right after the spawn (page-channel.ts).
+   */
+  stdinSocket?: Socket;
   deadline: number;
   signal?: AbortSignal;
   cwd?: string;
@@ -43,7 +49,7 @@ function tail(s: string): string {
 
 export function startCriu(binary: string, args: readonly string[], opts: StartCriuOptions): CriuRun {
   const started = Date.now();
-  const stdio: ('ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe'];
+  const stdio: ('ignore' | 'pipe' | Socket)[] = [opts.stdinSocket ?? 'ignore', 'pipe', 'pipe'];
   if (opts.pageSocket) stdio.push('pipe');
   const child = spawn(binary, args, { stdio, detached: true, cwd: opts.cwd });
   let stdout = '';

@@ -36,7 +36,7 @@
  */
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex, Readable, Writable } from 'node:stream';
@@ -46,6 +46,8 @@ export const IMAGE_STREAM_PROTOCOL = 'spotwatch-criu-image/1';
 export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 const HEADER_BYTES = 5;
 const FILE_CHUNK_BYTES = 256 * 1024;
+/** Files up to this size are read whole and sent as one frame (see {@link ImageStreamSender.sendFiles}). */
+const SMALL_FILE_BYTES = 1024 * 1024;
 /**
  * How many bytes a relay lets queue in user space on its outgoing side before it stops reading its incoming side.
  * Node's default high-water mark (16 KiB) would pause the relay after nearly every 64 KiB read and wait for a
@@ -65,6 +67,10 @@ export const FRAME = {
   ACK: 8,
   COMMIT: 9,
   ERROR: 10,
+  /** First and only frame on a direct page channel (page-channel.ts): `{ channel }`. */
+  PAGES_CHANNEL: 11,
+  /** Target → source, in answer to a HELLO that offered a page channel: `{ direct }` (false: relay the pages). */
+  PAGES_MODE: 12,
 } as const;
 
 const FRAME_NAMES = Object.fromEntries(Object.entries(FRAME).map(([k, v]) => [v, k])) as Record<number, string>;
@@ -80,6 +86,13 @@ export interface StreamHello {
   engine: 'criu';
   criuVersion?: string;
   estimatedBytes?: number;
+  /** Id of a direct page channel the source opened (page-channel.ts); the target answers with PAGES_MODE. */
+  pageChannel?: string;
+}
+
+export interface StreamPagesMode {
+  /** The target's page server owns the page channel: the source's `criu dump` may use it. */
+  direct: boolean;
 }
 
 export interface StreamFile {
@@ -349,6 +362,73 @@ function relayIntoFrames(from: Readable, w: FrameWriter, onBytes: (n: number) =>
 }
 
 /**
+ * Pumps CRIU's page-server conversation between `pageSocket` (criu dump's end of its socketpair) and a direct page
+ * channel whose far end is the target's `criu page-server` (page-channel.ts): raw bytes, no frames, replies
+ * back. Resolves with the bytes sent once the dump closed its end (the channel is then ended too); rejects when
+ * either side fails first.
+ *
+ * Why the source still pumps rather than handing the channel to `criu dump` as well: `criu dump` splices pages
+ * into its socket, and spliced pages on TCP loopback showed a lost segment at the tail of nearly every dump, which
+ * then waits out a ~200 ms retransmission timeout while the task is frozen (docs/migration-performance.md). Plain
+ * writes from the agent do not, and one copy on the source is cheap next to that.
+ */
+export function pumpPages(pageSocket: Duplex, channel: Duplex, onBytes: (total: number) => void): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let bytes = 0;
+    let settled = false;
+    const settle = (err?: Error): void => {
+      if (settled) return;
+      settled = true;
+      pageSocket.off('data', onData);
+      channel.off('data', onReply);
+      if (err) {
+        channel.destroy();
+        reject(err);
+      } else resolve(bytes);
+    };
+    const onData = (chunk: Buffer): void => {
+      bytes += chunk.length;
+      onBytes(bytes);
+      channel.write(chunk);
+      if (channel.writableLength > RELAY_BUFFER_BYTES) {
+        pageSocket.pause();
+        waitDrain(channel).then(
+          () => pageSocket.resume(),
+          (err: unknown) => settle(err instanceof Error ? err : transportError(String(err))),
+        );
+      }
+    };
+    const onReply = (chunk: Buffer): void => {
+      if (!pageSocket.destroyed) pageSocket.write(chunk);
+    };
+    pageSocket.on('error', (err: Error) => settle(transportError(`page socket failed: ${err.message}`, err)));
+    pageSocket.on('data', onData);
+    pageSocket.once('end', () => {
+      channel.end();
+      settle();
+    });
+    pageSocket.once('close', () => settle(transportError('page socket closed before its end')));
+    channel.on('error', (err: Error) => settle(transportError(`page channel failed: ${err.message}`, err)));
+    channel.on('data', onReply);
+    // The page server closes the channel when its session is over, possibly just before the dump closes its end:
+    // a clean end is no failure here (had the page server quit early, the dump fails and says so).
+    let channelEnded = false;
+    channel.once('end', () => {
+      channelEnded = true;
+      if (!pageSocket.destroyed) pageSocket.end();
+    });
+    channel.once('close', () => {
+      if (!channelEnded) settle(transportError('page channel closed while the dump was sending pages'));
+    });
+  });
+}
+
+/** Starts a direct page channel (page-channel.ts): its one and only frame. */
+export function sendPageChannelFrame(conn: Duplex, channel: string): void {
+  new FrameWriter(conn).json(FRAME.PAGES_CHANNEL, { channel });
+}
+
+/**
  * Source side of one image stream. Construct it on a freshly opened connection; it reads the peer's frames in
  * the background (page-server replies, ACK, errors) and exposes the send steps in protocol order.
  */
@@ -356,6 +436,9 @@ export class ImageStreamSender {
   private readonly w: FrameWriter;
   private pagesOut: Writable | undefined;
   private ack: { resolve: (a: StreamAck) => void; reject: (e: Error) => void } | undefined;
+  private mode: { resolve: (m: StreamPagesMode) => void; reject: (e: Error) => void } | undefined;
+  private modeValue: StreamPagesMode | undefined;
+  private readonly failureListeners: ((err: ImageStreamError) => void)[] = [];
   private ackValue: StreamAck | undefined;
   private failure: ImageStreamError | undefined;
   private committed = false;
@@ -391,7 +474,9 @@ export class ImageStreamSender {
     if (this.failure) return;
     this.failure = err;
     this.ack?.reject(err);
+    this.mode?.reject(err);
     this.pagesOut?.destroy();
+    for (const l of this.failureListeners) l(err);
   }
 
   private async readLoop(): Promise<void> {
@@ -401,6 +486,9 @@ export class ImageStreamSender {
           const out = this.pagesOut;
           if (!out || out.destroyed) continue; // replies after the dump closed its side are of no use
           if (!out.write(f.payload)) await waitDrain(out).catch(() => undefined);
+        } else if (f.type === FRAME.PAGES_MODE) {
+          this.modeValue = { direct: parseJson<Partial<StreamPagesMode>>(f).direct === true };
+          this.mode?.resolve(this.modeValue);
         } else if (f.type === FRAME.ACK) {
           this.ackValue = parseJson<StreamAck>(f);
           this.ack?.resolve(this.ackValue);
@@ -423,6 +511,31 @@ export class ImageStreamSender {
   hello(h: Omit<StreamHello, 'protocol'>): void {
     this.check();
     this.w.json(FRAME.HELLO, { protocol: IMAGE_STREAM_PROTOCOL, ...h });
+  }
+
+  /** The stream's failure, if it failed. */
+  get error(): ImageStreamError | undefined {
+    return this.failure;
+  }
+
+  /** Calls `listener` once, when the stream fails (at once if it already has). */
+  onFailure(listener: (err: ImageStreamError) => void): void {
+    if (this.failure) listener(this.failure);
+    else this.failureListeners.push(listener);
+  }
+
+  /** After a HELLO that offered a page channel: the target's answer (PAGES_MODE). */
+  pagesMode(): Promise<StreamPagesMode> {
+    this.check();
+    if (this.modeValue) return Promise.resolve(this.modeValue);
+    return new Promise((resolve, reject) => {
+      this.mode = { resolve, reject };
+    });
+  }
+
+  /** Counts page bytes that went over a direct page channel (they are part of the image sent). */
+  countDirectPages(bytes: number): void {
+    this.count(bytes);
   }
 
   /**
@@ -448,6 +561,39 @@ export class ImageStreamSender {
   async sendFile(dir: string, name: string): Promise<StreamFile> {
     try {
       return await this.sendFileUnchecked(dir, name);
+    } catch (err) {
+      throw await this.explain(err);
+    }
+  }
+
+  /**
+   * Sends several files of the local image directory, in order. Small files (CRIU's metadata images, the log) are
+   * read concurrently up front and each goes out as one frame: after a dump the task is frozen while these
+   * few dozen files cross, and reading them one by one through streams cost ~20 ms.
+   */
+  async sendFiles(dir: string, names: readonly string[]): Promise<StreamFile[]> {
+    try {
+      this.check();
+      for (const name of names) if (!isSafeImageFileName(name)) throw new RangeError(`not a plain image file name: ${name}`);
+      const sizes = await Promise.all(names.map(async (name) => (await stat(join(dir, name))).size));
+      const small = await Promise.all(names.map((name, i) => ((sizes[i] as number) <= SMALL_FILE_BYTES ? readFile(join(dir, name)) : undefined)));
+      const sent: StreamFile[] = [];
+      for (const [i, name] of names.entries()) {
+        const data = small[i];
+        if (!data) {
+          sent.push(await this.sendFileUnchecked(dir, name));
+          continue;
+        }
+        this.check();
+        if (data.length !== sizes[i]) throw new Error(`${name} changed size while being sent (${sizes[i]} → ${data.length} bytes)`);
+        this.w.json(FRAME.FILE_BEGIN, { name, size: data.length });
+        if (data.length > 0) this.w.send(FRAME.FILE_DATA, data);
+        this.count(data.length);
+        this.w.json(FRAME.FILE_END, { name, size: data.length });
+        if (this.w.buffered > RELAY_BUFFER_BYTES) await this.w.drain();
+        sent.push({ name, size: data.length });
+      }
+      return sent;
     } catch (err) {
       throw await this.explain(err);
     }
@@ -640,6 +786,16 @@ export class ImageStreamReceiver {
     } finally {
       if (current) await current.fh.close().catch(() => undefined);
     }
+  }
+
+  /** Answers a HELLO that offered a page channel. */
+  pagesMode(m: StreamPagesMode): void {
+    this.w.json(FRAME.PAGES_MODE, m);
+  }
+
+  /** Counts page bytes that arrived over a direct page channel. */
+  countDirectPages(bytes: number): void {
+    this.count(bytes);
   }
 
   /** Confirms the whole image is on disk. */

@@ -185,7 +185,7 @@ export async function waitGone(pids: readonly number[], timeoutMs: number): Prom
   for (;;) {
     if (pids.every((p) => !pidExists(p))) return true;
     if (Date.now() >= until) return false;
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 1));
   }
 }
 
@@ -199,6 +199,6 @@ export async function waitDead(pids: readonly number[], timeoutMs: number): Prom
     const states = await Promise.all(pids.map((p) => taskState(p)));
     if (states.every((s) => s === 'gone')) return true;
     if (Date.now() >= until) return false;
-    await new Promise((r) => setTimeout(r, 2));
+    await new Promise((r) => setTimeout(r, 1));
   }
 }

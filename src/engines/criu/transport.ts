@@ -9,6 +9,8 @@ import { connect, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ImageSink } from '../checkpoint-engine.js';
+import { FRAME } from './image-stream.js';
+import { isPlainSocket, offerPageChannel } from './page-channel.js';
 
 /**
  * Turns a freshly connected socket into the authenticated connection the image stream runs on, or throws.
@@ -91,13 +93,17 @@ export function listenForImageStreams(opts: {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     const signal = AbortSignal.timeout(opts.authTimeoutMs ?? 10_000);
-    authenticate(socket, 'server', signal).then(
-      (conn) => opts.onConnection(conn, remote),
-      (err: Error) => {
+    authenticate(socket, 'server', signal)
+      .then(async (conn) => {
+        const channel = await pageChannelId(conn, signal);
+        if (channel === undefined) opts.onConnection(conn, remote);
+        else if (isPlainSocket(conn)) offerPageChannel(channel, conn as Socket);
+        else throw new Error('a page channel must be a plain TCP connection');
+      })
+      .catch((err: Error) => {
         socket.destroy();
         opts.onError?.(err, remote);
-      },
-    );
+      });
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -111,5 +117,57 @@ export function listenForImageStreams(opts: {
         close: () => new Promise<void>((r) => server.close(() => r())),
       });
     });
+  });
+}
+
+/**
+ * Looks at the first frame of an authenticated connection. A direct page channel (page-channel.ts) starts with
+ * PAGES_CHANNEL: that frame is consumed and its id returned. Anything else is an image stream: every byte read is
+ * pushed back and `undefined` returned. Reads no byte past the PAGES_CHANNEL frame (the source sends nothing more
+ * until CRIU owns the socket).
+ */
+function pageChannelId(conn: Duplex, signal: AbortSignal): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    let buffered = Buffer.alloc(0);
+    const finish = (err: Error | undefined, id?: string): void => {
+      conn.off('readable', onReadable);
+      conn.off('end', onEnd);
+      conn.off('error', onError);
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(id);
+    };
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while ((chunk = conn.read() as Buffer | null) !== null) {
+        buffered = Buffer.concat([buffered, chunk]);
+        if (buffered.length < 5) continue;
+        if (buffered.readUInt8(0) !== FRAME.PAGES_CHANNEL) {
+          finish(undefined);
+          conn.unshift(buffered);
+          return;
+        }
+        const len = buffered.readUInt32BE(1);
+        if (len > 1024) return finish(new Error('oversized PAGES_CHANNEL frame'));
+        if (buffered.length < 5 + len) continue;
+        if (buffered.length > 5 + len) return finish(new Error('data after PAGES_CHANNEL on a page channel'));
+        let id: unknown;
+        try {
+          id = (JSON.parse(buffered.subarray(5).toString('utf8')) as { channel?: unknown }).channel;
+        } catch {
+          id = undefined;
+        }
+        if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) return finish(new Error('PAGES_CHANNEL without a valid channel id'));
+        return finish(undefined, id);
+      }
+    };
+    const onEnd = (): void => finish(new Error('connection closed before its first frame'));
+    const onError = (err: Error): void => finish(err);
+    const onAbort = (): void => finish(new Error('no first frame in time'));
+    conn.on('readable', onReadable);
+    conn.on('end', onEnd);
+    conn.on('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
   });
 }
