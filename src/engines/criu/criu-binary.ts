@@ -4,9 +4,9 @@
  * candidate must run and report version 4 or newer (Debian bookworm's 3.17 fails on current kernels).
  */
 import { execFile } from 'node:child_process';
-import { access, constants } from 'node:fs/promises';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findAbove, findOnPath } from '../../util/find-executable.js';
 
 export const MIN_CRIU_MAJOR = 4;
 
@@ -40,38 +40,12 @@ function runVersion(path: string): Promise<string> {
   });
 }
 
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** `.criu/bin/criu` in the nearest directory above `from` (and above the cwd) that has one. */
 export async function findRepoCriu(from: string = dirname(fileURLToPath(import.meta.url))): Promise<string | undefined> {
-  for (const start of [from, process.cwd()]) {
-    let dir = resolve(start);
-    for (;;) {
-      const candidate = join(dir, '.criu', 'bin', 'criu');
-      if (await isExecutable(candidate)) return candidate;
-      const parent = dirname(dir);
-      if (parent === dir) break;
-      dir = parent;
-    }
-  }
-  return undefined;
+  return findAbove(from, [['.criu', 'bin', 'criu']]);
 }
 
-async function findOnPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
-}
 
 async function check(path: string, source: CriuBinary['source']): Promise<CriuLocation> {
   let out: string;

@@ -5,9 +5,9 @@
  * binary, a crash or a kill included), never an exception.
  */
 import { spawn } from 'node:child_process';
-import { access, constants } from 'node:fs/promises';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findAbove, findOnPath, isExecutable } from '../../util/find-executable.js';
 import {
   type CudaCallResult,
   type CudaOp,
@@ -184,42 +184,14 @@ export class NvidiaToolBackend implements CudaBackend {
   }
 }
 
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export const HELPER_NAME = 'cuda-checkpoint-helper';
 
 /** The helper in the nearest directory above `from` (or the cwd) that has `native/build/` or `.spotwatch/bin/`. */
 export async function findRepoHelper(from: string = dirname(fileURLToPath(import.meta.url))): Promise<string | undefined> {
-  for (const start of [from, process.cwd()]) {
-    let dir = resolve(start);
-    for (;;) {
-      for (const rel of [['native', 'build'], ['.spotwatch', 'bin']]) {
-        const candidate = join(dir, ...rel, HELPER_NAME);
-        if (await isExecutable(candidate)) return candidate;
-      }
-      const parent = dirname(dir);
-      if (parent === dir) break;
-      dir = parent;
-    }
-  }
-  return undefined;
+  return findAbove(from, [['native', 'build', HELPER_NAME], ['.spotwatch', 'bin', HELPER_NAME]]);
 }
 
-async function findOnPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
-}
 
 export interface LocateOptions {
   /** Which backend to prefer when both exist. Default `helper` (JSON output, CUresult codes, its own timings). */

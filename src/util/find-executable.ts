@@ -1,0 +1,44 @@
+import { access, constants } from 'node:fs/promises';
+import { delimiter, dirname, join, resolve } from 'node:path';
+
+/**
+ * Finding the binaries spotwatch brings or relies on (CRIU in `.criu/`, the CUDA checkpoint helper in
+ * `native/build/`): in the project's own directories first, then on PATH.
+ */
+export async function isExecutable(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The first executable `join(dir, relative)` over the directories from `from` up to the root, then from the
+ * cwd up (a repository checkout, a copied bundle, or an installed package all work).
+ */
+export async function findAbove(from: string, relatives: string[][]): Promise<string | undefined> {
+  for (const start of [from, process.cwd()]) {
+    let dir = resolve(start);
+    for (;;) {
+      for (const rel of relatives) {
+        const candidate = join(dir, ...rel);
+        if (await isExecutable(candidate)) return candidate;
+      }
+      const parent = dirname(dir);
+      if (parent === dir) break;
+      dir = parent;
+    }
+  }
+  return undefined;
+}
+
+export async function findOnPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, name);
+    if (await isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
