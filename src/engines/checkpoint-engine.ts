@@ -210,7 +210,10 @@ export interface CheckpointResult {
   location: string;
   /** Image bytes written or sent (pages and metadata). */
   imageBytes: number;
-  /** When the task stopped executing on the source (downtime starts here), ms since the epoch. */
+  /**
+   * When the task stopped doing its work on the source (downtime starts here), ms since the epoch: the first
+   * hook that runs before the dump (e.g. the CUDA lock) or, without one, the freeze of the dump itself.
+   */
   frozenAt: EpochMs;
   /** The task's state after the checkpoint: `gone`, or `running` with `leaveRunning`. Verified. */
   taskState: TaskState;
@@ -291,6 +294,15 @@ export interface EngineHook {
   beforeRestore?(ctx: HookContext & { directory: string }): Promise<void>;
   /** After the restore, with the restored task and its tree: e.g. cuCheckpointProcessRestore + Unlock. */
   afterRestore?(ctx: HookContext): Promise<void>;
+}
+
+/**
+ * A hook may throw an error that carries a more precise code and status than `HOOK_FAILED` / `retryable`
+ * (e.g. `ENGINE_UNAVAILABLE`, fatal, when there is no GPU driver on this node); engines use them as given.
+ */
+export interface HookErrorDetails {
+  engineCode?: EngineErrorCode;
+  engineStatus?: 'retryable' | 'fatal';
 }
 
 /** One checkpoint engine. Implementations: `CriuEngine` (src/engines/criu); Cedana and kubelet later. */

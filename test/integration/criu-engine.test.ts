@@ -396,10 +396,15 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     const ref = reference(toyArgs(16, 150, 10));
     await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
     const calls: string[] = [];
+    let hookRanAt = 0;
     const recorder: EngineHook = {
       name: 'recorder',
       estimate: async () => ({ gpuMemoryBytes: 1024 }),
-      beforeCheckpoint: async (c) => void calls.push(`beforeCheckpoint ${c.pids[0]}`),
+      beforeCheckpoint: async (c) => {
+        calls.push(`beforeCheckpoint ${c.pids[0]}`);
+        hookRanAt = Date.now();
+        await new Promise((r) => setTimeout(r, 50)); // a hook that takes a while, like the CUDA lock + checkpoint
+      },
       afterCheckpoint: async (c) => void calls.push(`afterCheckpoint ok=${c.ok} ${c.taskState}`),
       beforeRestore: async (c) => void calls.push(`beforeRestore ${existsSync(join(c.directory, 'inventory.img'))}`),
       afterRestore: async (c) => void calls.push(`afterRestore ${c.task.kind === 'process' && c.task.pid === c.pids[0]}`),
@@ -412,10 +417,19 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=false running']);
     expect(existsSync(join(dir, 'img0', 'dump.log'))).toBe(false); // criu never ran
 
+    // A hook that knows better (no GPU driver here) says so; the engine passes its code and status on.
+    calls.length = 0;
+    const noDriver: EngineHook = { name: 'cuda', beforeCheckpoint: async () => Promise.reject(Object.assign(new Error('libcuda.so.1 not found'), { engineCode: 'ENGINE_UNAVAILABLE', engineStatus: 'fatal' })) };
+    const r2 = await new CriuEngine({ hooks: [noDriver] }).checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-nodriver', destination: { kind: 'directory', path: join(dir, 'img1') }, deadline: deadlineIn(10_000) });
+    expect(r2.status !== 'ok' && [r2.status, r2.code, r2.taskState]).toEqual(['fatal', 'ENGINE_UNAVAILABLE', 'running']);
+
     calls.length = 0;
     const hooked = new CriuEngine({ hooks: [recorder] });
     expect(expectOk(await hooked.estimate({ kind: 'process', pid: toy.pid }, { deadline: deadlineIn(5000) })).gpuMemoryBytes).toBe(1024);
-    expectOk(await hooked.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-hook', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
+    const hookedCkpt = expectOk(await hooked.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-hook', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
+    // Downtime starts when the first pre-dump hook starts (the CUDA lock stops the work), not at CRIU's freeze.
+    expect(hookedCkpt.frozenAt).toBeLessThanOrEqual(hookRanAt);
+    expect(hookRanAt - hookedCkpt.frozenAt).toBeLessThan(50);
     const rs = expectOk(await hooked.restore({ migrationId: 'm-hook', source: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
     if (rs.task.kind === 'process') started.push(rs.task.pid);
     expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=true gone', 'beforeRestore true', 'afterRestore true']);

@@ -37,6 +37,7 @@ import type {
   EngineHook,
   EngineResult,
   HookContext,
+  HookErrorDetails,
   ProgressEvent,
   ReceiveRequest,
   ReceivedImage,
@@ -490,13 +491,20 @@ export class CriuEngine implements CheckpointEngine {
 
       const hooks: EngineHook[] = [];
       for (const h of this.hooks) if (!h.appliesTo || (await h.appliesTo(task, pids))) hooks.push(h);
+      // A hook that runs before the dump stops the task's real work (the CUDA lock stops every GPU launch),
+      // so downtime starts there, not at CRIU's freeze.
+      let hooksStartedAt: number | undefined;
       if (hooks.length) {
         const t = Date.now();
+        hooksStartedAt = t;
         progress({ phase: 'hooks', bytes: 0, estimatedBytes: estimate.imageBytes });
         const r = await this.runHooks('beforeCheckpoint', hooks, hookCtx);
         ran = r.ran;
         phases.hooks = Date.now() - t;
-        if (r.error) return await fail('retryable', 'HOOK_FAILED', `hook ${r.error.hook} failed before the dump: ${describe(r.error.err)}`, r.error.err);
+        if (r.error) {
+          const precise = r.error.err as HookErrorDetails | undefined;
+          return await fail(precise?.engineStatus ?? 'retryable', precise?.engineCode ?? 'HOOK_FAILED', `hook ${r.error.hook} failed before the dump: ${describe(r.error.err)}`, r.error.err);
+        }
       }
 
       if (dest.kind === 'stream') {
@@ -588,7 +596,8 @@ export class CriuEngine implements CheckpointEngine {
       }
 
       const stats = parseDumpStats(await readFile(join(imagesDir, 'stats-dump')).catch(() => Buffer.alloc(0)));
-      const frozenAt = stats ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000)) : dumpStart;
+      const criuFrozenAt = stats ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000)) : dumpStart;
+      const frozenAt = hooksStartedAt ?? criuFrozenAt;
       if (stats) {
         phases.criuFreeze = Math.round(stats.freezingTimeUs / 1000);
         phases.criuFrozen = Math.round(stats.frozenTimeUs / 1000);
