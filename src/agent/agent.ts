@@ -106,6 +106,10 @@ export class Agent {
         gpuInfo: nodeGpus,
         logger: this.logger,
         metrics: this.metrics,
+        // A notice about this node that arrived through a webhook (or another agent) gets the same cluster actions.
+        onNoticed: (notice) => {
+          if (this.deps.drainer) this.track(this.actOnCluster(this.deps.drainer, notice));
+        },
         onDrained: async (notice) => {
           if (!this.deps.provider.afterDrain) return;
           await this.deps.provider.afterDrain(this.deps.endpoint, notice);

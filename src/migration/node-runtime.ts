@@ -38,6 +38,8 @@ export interface NodeRuntimeOptions {
   engine: CheckpointEngine;
   logger: Logger;
   metrics: Metrics;
+  /** Runs on this node for every notice about it, whoever detected it (must not block: cluster actions). */
+  onNoticed?: (notice: Notice) => void;
   /** Runs on this node once every task of a notice is safe (e.g. Azure: approve the scheduled event). */
   onDrained?: (notice: Notice) => Promise<void>;
   /** GPU facts of this node (model, count, free bytes), refreshed with each heartbeat. */
@@ -187,12 +189,16 @@ export class NodeRuntime {
       queue = new Queue(nodeQueueName(nodeId), { connection: this.connection, prefix: this.o.config.queuePrefix, defaultJobOptions: { removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } } });
       this.nodeQueues.set(nodeId, queue);
     }
-    await queue.add(job.type, job, { jobId: job.type === 'drained' ? `drained-${job.notice.id}` : `${job.type}-${job.migrationId}` });
+    await queue.add(job.type, job, { jobId: 'notice' in job ? `${job.type}-${job.notice.id}` : `${job.type}-${job.migrationId}` });
   }
 
   // ---- source side ---------------------------------------------------------------------------------------------
 
   private async nodeJob(job: Job<NodeJob>): Promise<void> {
+    if (job.data.type === 'noticed') {
+      this.o.onNoticed?.(job.data.notice);
+      return;
+    }
     if (job.data.type === 'drained') {
       const notice = job.data.notice;
       this.logger.info({ noticeId: notice.id }, 'every task of the notice is safe');

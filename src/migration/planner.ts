@@ -10,7 +10,9 @@ export type NodeJob =
   | { type: 'checkpoint'; migrationId: string }
   | { type: 'fallback'; migrationId: string }
   /** Queued after every task job of a notice: the node's queue runs jobs in order, so it runs once all are done. */
-  | { type: 'drained'; notice: Notice };
+  | { type: 'drained'; notice: Notice }
+  /** Queued first: the noticed node learns of a notice that reached the queue another way (a webhook). */
+  | { type: 'noticed'; notice: Notice };
 
 export interface PlannerOptions {
   registry: Registry;
@@ -88,6 +90,7 @@ export class Planner {
     const { decision, why } = decide(notice, this.o.policy);
     const nodeId = await this.o.registry.nodeByInstance(notice.provider, notice.instanceId);
     if (!nodeId) return { noticeId: notice.id, decision: 'unknown-node', why: `no agent has registered ${notice.provider} instance ${notice.instanceId}`, tasks: [] };
+    await this.o.dispatch(nodeId, { type: 'noticed', notice });
     if (decision === 'cancel') {
       await this.o.registry.setDraining(nodeId, false, '');
       return { noticeId: notice.id, nodeId, decision, why: `${why}: node ${nodeId} takes work again`, tasks: [] };

@@ -44,13 +44,21 @@ export class BullmqNoticeQueue implements NoticeQueue {
       defaultJobOptions: {
         removeOnComplete: { age: KEEP_COMPLETED_SECONDS },
         removeOnFail: { age: KEEP_FAILED_SECONDS },
+        // Planning is idempotent per notice, so a planner that hit a passing Redis or registry error simply
+        // plans again: 0.2, 0.4, 0.8, 1.6 s later — well inside any notice window.
+        attempts: 5,
+        backoff: { type: 'exponential', delay: 200 },
       },
     });
     this.queue.on('error', () => {});
   }
 
   async enqueue(notice: Notice): Promise<EnqueueOutcome> {
-    return withTimeout(this.commandTimeoutMs, async () => {
+    return withTimeout(this.commandTimeoutMs, async (timedOut) => {
+      await this.connected();
+      // Past the timeout the caller has already reported the notice as not stored (spooled, or answered 503):
+      // it must not land now behind the caller's back.
+      if (timedOut()) throw new SpotwatchError('REDIS_UNAVAILABLE', 'Redis came back after the enqueue had timed out');
       const key = `${this.prefix}:${NOTICES_QUEUE_NAME}:${notice.id}`;
       // Only for the outcome label: BullMQ's add is itself a no-op for an existing job id.
       const existed = (await this.connection.exists(key)) === 1;
@@ -58,6 +66,22 @@ export class BullmqNoticeQueue implements NoticeQueue {
       return existed ? 'duplicate' : 'created';
     });
   }
+
+  /** Waits for a connection being (re)established; the caller's timeout bounds the wait. */
+  private async connected(): Promise<void> {
+    if (this.connection.status === 'ready') return;
+    if (this.connection.status === 'end') throw new SpotwatchError('REDIS_UNAVAILABLE', 'the Redis connection was closed');
+    // One shared wait, however many notices arrive while Redis is away.
+    this.readyWait ??= new Promise<void>((resolve) =>
+      this.connection.once('ready', () => {
+        this.readyWait = undefined;
+        resolve();
+      }),
+    );
+    await this.readyWait;
+  }
+
+  private readyWait: Promise<void> | undefined;
 
   async ping(): Promise<boolean> {
     try {
@@ -73,13 +97,17 @@ export class BullmqNoticeQueue implements NoticeQueue {
   }
 }
 
-async function withTimeout<T>(ms: number, run: () => Promise<T>): Promise<T> {
+async function withTimeout<T>(ms: number, run: (timedOut: () => boolean) => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let expired = false;
   try {
     return await Promise.race([
-      run(),
+      run(() => expired),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new SpotwatchError('REDIS_UNAVAILABLE', `Redis did not answer within ${ms} ms`)), ms);
+        timer = setTimeout(() => {
+          expired = true;
+          reject(new SpotwatchError('REDIS_UNAVAILABLE', `Redis did not answer within ${ms} ms`));
+        }, ms);
       }),
     ]);
   } catch (err) {

@@ -14,6 +14,8 @@ import { FakeKubeApiServer } from '../../src/k8s/fake-apiserver.js';
 import { TAINT_KEY } from '../../src/k8s/node-drainer.js';
 import { waitFor } from '../support/agent-harness.js';
 import { runCli } from '../support/spawn-cli.js';
+import { makeNotice } from '../../src/notice.js';
+import { BullmqNoticeQueue } from '../../src/queue/bullmq-notice-queue.js';
 
 const redisUrl = inject('redisUrl');
 const entry = fileURLToPath(new URL('../../src/cli/run.ts', import.meta.url));
@@ -23,7 +25,12 @@ describe('agent + Kubernetes API', () => {
   let api: FakeKubeApiServer | undefined;
   let sleeper: number | undefined;
   afterEach(async () => {
-    if (sleeper) process.kill(sleeper, 'SIGKILL');
+    try {
+      if (sleeper) process.kill(sleeper, 'SIGKILL');
+    } catch {
+      // already ended with its cluster
+    }
+    sleeper = undefined;
     await cluster?.close();
     await api?.stop();
   });
@@ -54,5 +61,28 @@ describe('agent + Kubernetes API', () => {
     const evictions = api.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/eviction')).map((r) => r.path);
     expect(evictions).toEqual(['/api/v1/namespaces/inference/pods/batch-7/eviction']);
     expect(api.unexpected).toEqual([]);
+  });
+
+  it('acts on a notice about its node that came through the webhook, not its own watcher', async () => {
+    api = new FakeKubeApiServer();
+    await api.start();
+    api.addNode('node-a');
+    api.addPod({ namespace: 'batch', name: 'job-1', nodeName: 'node-a' });
+    cluster = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: ['--import', 'tsx', entry] } });
+    const kubeconfig = join(cluster.dir, 'kubeconfig.json');
+    writeFileSync(kubeconfig, JSON.stringify(api.kubeconfig()));
+    await cluster.startNode('node-a', { extraArgs: ['--k8s', 'true', '--kubeconfig', kubeconfig] });
+    const node = await waitFor('node-a in the registry', 5000, () => cluster!.registry.getNode('node-a'));
+    // What the webhook stores for an EventBridge spot warning about this instance.
+    const notice = makeNotice({ provider: 'aws', kind: 'interruption', action: 'terminate', instanceId: node.instanceId, deadline: new Date(Date.now() + 120_000), detectedAt: new Date(), source: 'eventbridge', identity: 'interruption-episode' });
+    const queue = new BullmqNoticeQueue({ redisUrl, prefix: cluster.prefix });
+    try {
+      expect(await queue.enqueue(notice)).toBe('created');
+    } finally {
+      await queue.close();
+    }
+    await waitFor('the Kubernetes actions', 15_000, () => (cluster!.nodes.get('node-a')!.log().includes('Kubernetes actions done') ? true : undefined));
+    expect((api.node('node-a') as { spec: { unschedulable?: boolean } }).spec.unschedulable).toBe(true);
+    expect(api.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/eviction')).map((r) => r.path)).toEqual(['/api/v1/namespaces/batch/pods/job-1/eviction']);
   });
 });

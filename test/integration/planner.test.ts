@@ -80,10 +80,11 @@ describe('planner (real Redis, Lua reservations)', () => {
     expect(plan.decision).toBe('migrate');
     expect(plan.tasks).toMatchObject([{ taskId: 't1', decision: 'migrate', targetNodeId: 'on-demand' }]);
     expect(jobs.map((j) => [j.nodeId, j.job.type])).toEqual([
+      ['a', 'noticed'],
       ['a', 'checkpoint'],
       ['a', 'drained'],
     ]);
-    expect(jobs[0]!.job).toEqual({ type: 'checkpoint', migrationId: plan.tasks[0]!.migrationId });
+    expect(jobs[1]!.job).toEqual({ type: 'checkpoint', migrationId: plan.tasks[0]!.migrationId });
     expect((await registry.getNode('a'))?.draining).toBe(true);
     expect((await registry.getTask('t1'))?.state).toBe('migrating');
     expect((await registry.reservedOn('on-demand')).memBytes).toBe(GiB);
@@ -119,7 +120,7 @@ describe('planner (real Redis, Lua reservations)', () => {
     expect(big.decision).toBe('fallback');
     expect(big.reason).toMatch(/deadline|no healthy node/);
     expect(late.decision).toBe('fallback');
-    expect(jobs.filter((j) => j.job.type !== 'drained')).toEqual([{ nodeId: 'a', job: { type: 'fallback', migrationId: big.migrationId } }]);
+    expect(jobs.filter((j) => j.job.type === 'fallback')).toEqual([{ nodeId: 'a', job: { type: 'fallback', migrationId: big.migrationId } }]);
     const record = await registry.getMigration(late.migrationId);
     expect(record).toMatchObject({ phase: 'fallback', fallback: 'none', outcome: 'fallback-applied' });
     expect(record?.reason).toBeTruthy();
