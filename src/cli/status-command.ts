@@ -13,7 +13,7 @@ function table(headers: string[], rows: string[][]): string {
 }
 
 const size = (bytes: number) => (bytes >= GiB ? `${(bytes / GiB).toFixed(1)} GiB` : `${Math.round(bytes / MiB)} MiB`);
-const secs = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`);
+const secs = (ms: number | undefined) => (ms === undefined ? '—' : ms < 10_000 ? `${(Math.round(ms / 10) / 100).toFixed(2)} s` : `${(Math.round(ms / 100) / 10).toFixed(1)} s`);
 
 /** `[#####-----] 52%` of bytes sent against the estimate. */
 export function progressBar(done: number, total: number, width = 20): string {
