@@ -21,30 +21,7 @@ import { join } from 'node:path';
 import { LocalCluster } from '../../src/dev/local-cluster.js';
 import type { MigrationRecord, TaskRecord } from '../../src/registry/types.js';
 
-type Args = Record<string, string>;
-
-function parseArgs(argv: string[]): Args {
-  const a: Args = {};
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i] as string;
-    if (!k.startsWith('--')) continue;
-    const v = argv[i + 1];
-    if (v === undefined || v.startsWith('--')) a[k.slice(2)] = 'true';
-    else {
-      a[k.slice(2)] = v;
-      i++;
-    }
-  }
-  return a;
-}
-
-function need(a: Args, k: string): string {
-  const v = a[k];
-  if (v === undefined) throw new Error(`missing --${k}`);
-  return v;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { need, parseArgs, sleep, type Args } from './cli-args.js';
 
 interface TokenLine {
   i: number;
