@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }
   parse: { load: async () => (await import('./parse-command.js')).parseCommand, summary: 'turn one metadata document or cloud event (stdin) into Notices (stdout)' },
   simulate: { load: async () => (await import('./simulate-command.js')).simulateCommand, summary: 'serve a cloud metadata emulator, or drive a running one' },
   run: { load: async () => (await import('./run-command.js')).runCommand, summary: "start a process under the local agent's care (or register one by --pid)" },
+  restore: { load: async () => (await import('./restore-command.js')).restoreCommand, summary: 'restore a task the checkpoint-to-storage fallback saved, on this node' },
   tasks: { load: async () => (await import('./status-command.js')).tasksCommand, summary: 'list the tasks in the registry' },
   status: { load: async () => (await import('./status-command.js')).statusCommand, summary: 'nodes, tasks, migrations in flight and finished' },
   demo: { load: async () => (await import('./demo-command.js')).demoCommand, summary: 'local demo: two nodes, the toy LLM, a spot interruption, the migration' },

@@ -120,6 +120,31 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(c.nodes.get('node-a')!.log()).toMatch(/applying its fallback/);
   });
 
+  it('checkpoints to storage when no target exists, and `spotwatch restore` brings the task back later, losing nothing', async () => {
+    c = await cluster();
+    await c.startNode('node-a');
+    const toy = await c.runToy('node-a', { id: 'toy-saved', stateMib: 32, tokens: 300, intervalMs: 20, fallback: 'checkpoint-to-storage' });
+    await c.interrupt('node-a');
+    const migration = await waitFor('the fallback to be applied', 20_000, async () => {
+      const m = await migrationOf(c!.registry, 'toy-saved');
+      return m?.outcome ? m : undefined;
+    });
+    expect(migration).toMatchObject({ outcome: 'fallback-applied', fallback: 'checkpoint-to-storage', phase: 'fallback' });
+    expect((await c.registry.getTask('toy-saved'))?.state).toBe('checkpointed');
+    const stoppedAt = tokenLines(toy.out).length;
+    // Later, on a healthy node with the same storage mounted:
+    const restored = await runCli(['restore', '--migration', migration.id, '--node-id', 'node-z', '--storage-dir', join(c.dir, 'node-a', 'storage')], {
+      env: { REDIS_URL: redisUrl, SPOTWATCH_QUEUE_PREFIX: c.prefix },
+    });
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(JSON.parse(restored.stdout)).toMatchObject({ task: 'toy-saved', nodeId: 'node-z' });
+    expect(await c.registry.getTask('toy-saved')).toMatchObject({ nodeId: 'node-z', state: 'running', migrations: 1 });
+    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    expect(stoppedAt).toBeLessThan(300);
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 300));
+    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+  });
+
   it('forwards the whole image to a third node when the restore fails on the chosen target', async () => {
     c = await cluster();
     const outputs = join(c.dir, 'outputs');
