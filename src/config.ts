@@ -45,6 +45,12 @@ export const CONFIG_OPTIONS = {
   storageDir: { flag: '--storage-dir', env: ['SPOTWATCH_STORAGE_DIR'], default: '/var/lib/spotwatch/checkpoints', description: 'Where the checkpoint-to-storage fallback writes images (mount durable storage here).' },
   capacityPool: { flag: '--capacity-pool', env: ['SPOTWATCH_CAPACITY_POOL'], description: 'Capacity pool of this node (reclaimed together); default: instance type + zone.' },
   migrateOn: { flag: '--migrate-on', env: ['SPOTWATCH_MIGRATE_ON'], default: '', description: 'Also migrate on: comma list of rebalance, maintenance-migrate, maintenance-freeze (interruptions and stopping maintenance always migrate).' },
+  initialRates: {
+    flag: '--initial-rates',
+    env: ['SPOTWATCH_INITIAL_RATES'],
+    default: 'stream=200MB,restore=400MB,gpu=1000MB',
+    description: 'Stage rates (per second) the planner assumes until this cluster has measured its own: stream (dump + transfer), restore, gpu (CUDA checkpoint and restore); suffixes kB, MB, GB.',
+  },
   heartbeatMs: { flag: '--heartbeat-interval', env: ['SPOTWATCH_HEARTBEAT_INTERVAL_MS'], default: '2000', description: 'Registry heartbeat interval in ms; a node is unhealthy after 3 missed heartbeats.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
 } as const satisfies Record<string, OptionSpec>;
@@ -110,6 +116,22 @@ export const configSchema = z.object({
     .string()
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
     .pipe(z.array(z.enum(['rebalance', 'maintenance-migrate', 'maintenance-freeze']))),
+  initialRates: z
+    .string()
+    .transform((text, ctx) => {
+      const units: Record<string, number> = { '': 1, kb: 1e3, mb: 1e6, gb: 1e9 };
+      const rates: Record<string, number> = {};
+      for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+        const m = /^(stream|restore|gpu)=(\d+(?:\.\d+)?)\s*(kb|mb|gb)?$/i.exec(part);
+        if (!m) {
+          ctx.addIssue({ code: 'custom', message: `"${part}" is not stage=rate (stage: stream, restore or gpu; e.g. stream=1.3GB)` });
+          return z.NEVER;
+        }
+        rates[m[1]!.toLowerCase()] = Number(m[2]) * units[(m[3] ?? '').toLowerCase()]!;
+      }
+      return { stream: rates.stream ?? 200e6, restore: rates.restore ?? 400e6, gpu: rates.gpu ?? 1000e6 };
+    })
+    .pipe(z.object({ stream: z.number().positive(), restore: z.number().positive(), gpu: z.number().positive() })),
   heartbeatMs: intString(200, 60_000),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
 });

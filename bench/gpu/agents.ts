@@ -92,7 +92,10 @@ async function migrate(a: Args): Promise<void> {
     env: { UV_USE_IO_URING: '0' },
     logLevel: a['log-level'] ?? 'info',
   });
-  const agentArgs = ['--k8s', 'false', '--heartbeat-interval', a['heartbeat-ms'] ?? '1000'];
+  // The planner's rates before the cluster measured any: what the direct path measured on this machine class
+  // (bench/results/gpu-*.json: streamed dump 1.38 GB/s, restore 1.46 GB/s, CUDA checkpoint 1.59 GB/s). With the
+  // product's cautious defaults an 8 B task is (rightly) estimated not to fit a 120 s notice and gets its fallback.
+  const agentArgs = ['--k8s', 'false', '--heartbeat-interval', a['heartbeat-ms'] ?? '1000', '--initial-rates', a['initial-rates'] ?? 'stream=1.3GB,restore=1.4GB,gpu=1.5GB'];
   const dumpAgentLogs = async () => {
     for (const [id, n] of cluster.nodes) await writeFile(join(need(a, 'agent-logs'), `agent-${id}.log`), n.log()).catch(() => {});
   };

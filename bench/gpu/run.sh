@@ -25,6 +25,8 @@
 #                               decoder` on node-a, `spotwatch simulate aws interrupt` at node-a's emulator; spotwatch
 #                               moves it to node-b (bench/gpu/agents.ts). Runs the first of CONFIGS (default
 #                               "1b:16384:256") and merges "agentPath" into gpu-<date>.json, other keys untouched
+#   SPOTWATCH_GPU_INITIAL_RATES agent path only: the agents' --initial-rates (default: the rates the direct path
+#                               measured on an H100, "stream=1.3GB,restore=1.4GB,gpu=1.5GB")
 #   SPOTWATCH_GPU_BENCH_TASK    agent path only: decoder (default) or toy (examples/toy-llm/toy-llm.mjs, a CPU
 #                               rehearsal of the same code path: CONFIGS="toy:64:300", no GPU, no PyTorch)
 #   SPOTWATCH_GPU_WORK          work dir on local disk (default /var/tmp/spotwatch-gpu: weights, compile cache)
@@ -204,6 +206,7 @@ run_agents() {
   [ "$BENCH_TASK" = toy ] || dropped=$(drop_caches)
   log "$c: agent path: two agents, spotwatch run on node-a, interruption after $MIGRATE_AT tokens (page cache dropped: $dropped)"
   "$NODE" "$B/agents.mjs" migrate --label "$c" --node "$NODE" --cli "$B/spotwatch.mjs" --redis-url "redis://127.0.0.1:$port" \
+    --initial-rates "${SPOTWATCH_GPU_INITIAL_RATES:-stream=1.3GB,restore=1.4GB,gpu=1.5GB}" \
     --base-dir "$IMG" --task-args "$task_args" --tokens "$tokens" "${timings[@]}" --reference-tokens "$R/$c.ref.tokens" \
     --log "$R/$c.agents.log" --agent-logs "$R" --result "$R/$c.agents.migrate.json" --migrate-at "$MIGRATE_AT" \
     --expect-gpu "$expect_gpu" --timeout-s "${MIGRATE_TIMEOUT_S:-300}"

@@ -76,7 +76,7 @@ export class NodeRuntime {
       maintenanceMigrate: config.migrateOn.includes('maintenance-migrate'),
       maintenanceFreeze: config.migrateOn.includes('maintenance-freeze'),
     };
-    this.planner = new Planner({ registry: this.registry, logger: this.logger, policy, dispatch: (nodeId, job) => this.dispatch(nodeId, job) });
+    this.planner = new Planner({ registry: this.registry, logger: this.logger, policy, defaultRates: config.initialRates, dispatch: (nodeId, job) => this.dispatch(nodeId, job) });
     this.authenticate = clusterAuthenticator({
       token: config.clusterToken ?? '',
       tls: config.tlsCert && config.tlsKey && config.tlsCa ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey), ca: readFileSync(config.tlsCa) } : undefined,

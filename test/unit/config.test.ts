@@ -16,6 +16,12 @@ describe('config', () => {
     expect(config.provider).toBe('auto');
   });
 
+  it('reads the planner\'s initial stage rates, with units, and names a malformed one', () => {
+    expect(loadConfig({}, {}).config.initialRates).toEqual({ stream: 200e6, restore: 400e6, gpu: 1000e6 });
+    expect(loadConfig({ initialRates: 'stream=1.3GB, gpu=1500MB' }, {}).config.initialRates).toEqual({ stream: 1.3e9, restore: 400e6, gpu: 1.5e9 });
+    expect(() => loadConfig({ initialRates: 'stream=fast' }, {})).toThrow(/--initial-rates.*"stream=fast" is not stage=rate/);
+  });
+
   it('prefers SPOTWATCH_REDIS_URL over REDIS_URL', () => {
     const { config } = loadConfig({}, { SPOTWATCH_REDIS_URL: 'redis://a:1', REDIS_URL: 'redis://b:2' });
     expect(config.redisUrl).toBe('redis://a:1');
