@@ -102,7 +102,13 @@ export class Agent {
         nodeId: this.nodeId,
         identity: this.identityValue,
         // The CUDA hook only applies to tasks that hold a GPU (/dev/nvidia* open); CPU tasks go straight to CRIU.
-        engine: this.deps.engine ?? new CriuEngine({ hooks: [new CudaCheckpointHook()] }),
+        // Its up-front deadline check uses the same assumed rates as the planner (see --initial-rates).
+        engine:
+          this.deps.engine ??
+          new CriuEngine({
+            rates: { checkpointBytesPerSec: this.deps.config.initialRates.stream, restoreBytesPerSec: this.deps.config.initialRates.restore },
+            hooks: [new CudaCheckpointHook({ checkpointBytesPerSec: this.deps.config.initialRates.gpu })],
+          }),
         gpuInfo: nodeGpus,
         logger: this.logger,
         metrics: this.metrics,
