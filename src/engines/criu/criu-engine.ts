@@ -59,7 +59,7 @@ import type { CriuExit } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
 import { PAGE_CHANNEL_WAIT_MS, isPlainSocket, takePageChannel } from './page-channel.js';
 import type { StreamFile } from './image-stream.js';
-import { estimateTree, needsShellJob, pidExists, processTree, readProcStat, signalAll, taskState, waitDead, waitGone } from './proc.js';
+import { estimateTree, isDying, needsShellJob, pidExists, processTree, readProcStat, signalAll, taskState, waitDead, waitGone } from './proc.js';
 
 /** Name of the engine's manifest in every image directory. */
 export const MANIFEST_FILE = 'spotwatch-image.json';
@@ -841,9 +841,13 @@ export class CriuEngine implements CheckpointEngine {
       }
     };
 
-    // The tree gets its old pids back: they must be free here. A zombie about to be reaped gets a moment.
+    // The tree gets its old pids back: they must be free here. A zombie about to be reaped gets a moment; a
+    // process that is still exiting (on one machine: the source itself, tearing down gigabytes of memory) gets
+    // as long as the deadline allows. A live, unrelated process is a conflict at once.
     if (manifest && manifest.pids.some((p) => pidExists(p))) {
       await waitGone(manifest.pids, Math.min(this.releaseTimeoutMs, Math.max(0, req.deadline - Date.now() - needMs)));
+      const dying = async () => (await Promise.all(manifest.pids.filter((p) => pidExists(p)).map(readProcStat))).every((st) => st === undefined || isDying(st));
+      while (manifest.pids.some((p) => pidExists(p)) && Date.now() < req.deadline - needMs && (await dying())) await waitGone(manifest.pids, 100);
       const busy = manifest.pids.filter((p) => pidExists(p));
       if (busy.length) {
         return engineFailure('retryable', 'RESTORE_CONFLICT', `pid ${busy.join(', ')} of the image is in use on this node; restore elsewhere or once it is free`, started);

@@ -18,6 +18,16 @@ export interface ProcStat {
   session: number;
   /** Controlling terminal (0: none). */
   ttyNr: number;
+  /** Kernel PF_* flags (field 9 of stat). */
+  flags: number;
+}
+
+/** PF_EXITING: the process is on its way out (killed, its memory being torn down); its pid frees soon. */
+const PF_EXITING = 0x4;
+
+/** A pid that is still taken but will free itself: a zombie, or a process in the middle of exiting. */
+export function isDying(stat: ProcStat | undefined): boolean {
+  return stat !== undefined && (stat.state === 'Z' || stat.state === 'X' || (stat.flags & PF_EXITING) !== 0);
 }
 
 /** Parses /proc/PID/stat (the command name may contain spaces and parentheses). */
@@ -28,7 +38,7 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const pid = Number(text.slice(0, open).trim());
   const f = text.slice(close + 2).trim().split(/\s+/);
   if (f.length < 5 || !Number.isInteger(pid)) return undefined;
-  return { pid, state: f[0] ?? '?', ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), ttyNr: Number(f[4]) };
+  return { pid, state: f[0] ?? '?', ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), ttyNr: Number(f[4]), flags: Number(f[6] ?? 0) };
 }
 
 export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
