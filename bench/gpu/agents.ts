@@ -206,12 +206,12 @@ async function migrate(a: Args): Promise<void> {
       const k = got.findIndex((t, i) => t.key !== ref[i]?.key);
       result.firstMismatch = { index: k, got: got[k], ref: ref[k] };
     }
-    // The task's side: from the start of the checkpoint (the CUDA lock stops the decoder; CRIU's freeze comes
-    // after the CUDA checkpoint) to the first token written after the restore.
+    // The task's side: from the start of the checkpoint (the record's frozenAt: the CUDA lock, the first pre-dump
+    // hook) to the first token written after the stall, i.e. after the largest gap between consecutive tokens.
     if (got.every((t) => t.ts !== undefined) && m.frozenAt !== undefined) {
-      // source phases in order: prepare, hooks (CUDA lock + checkpoint), connect, dump (CRIU freezes first)
-      const lockAt = m.frozenAt - (phases['source.criuFreeze'] ?? 0) - (phases['source.connect'] ?? 0) - (phases['source.hooks'] ?? 0);
-      const firstNew = got.find((t) => (t.ts as number) > m!.frozenAt!);
+      const lockAt = m.frozenAt;
+      const gaps = got.slice(1).map((t, i) => (t.ts as number) - (got[i]!.ts as number));
+      const firstNew = got[gaps.indexOf(Math.max(...gaps)) + 1];
       if (firstNew) {
         result.tokensBeforeFreeze = firstNew.i;
         result.freezeToFirstTokenSeconds = ((firstNew.ts as number) - lockAt) / 1000;
@@ -280,9 +280,9 @@ async function report(a: Args): Promise<void> {
     error: r.error,
     tokensMatch: r.tokensMatch ?? false,
     downtimeSeconds: r.downtimeSeconds,
-    downtimeDefinition: 'the migration record\'s downtimeMs: CRIU freeze on the source (after the CUDA checkpoint) to the restore call returning on the target (CUDA restore included)',
+    downtimeDefinition: 'the migration record\'s downtimeMs: the task stopped on the source (the CUDA lock, first pre-dump hook) to the restore call returning on the target (CUDA restore included)',
     freezeToFirstTokenSeconds: r.freezeToFirstTokenSeconds,
-    freezeToFirstTokenDefinition: 'start of the checkpoint (CUDA lock) to the first token written after the restore: the direct path\'s "downtime"',
+    freezeToFirstTokenDefinition: 'start of the checkpoint (CUDA lock) to the first token after the stall (the largest gap between tokens): the direct path\'s "downtime"',
     maxTokenGapSeconds: r.maxTokenGapSeconds,
     downtimeNotInStagesSeconds: r.downtimeNotInStagesSeconds,
     noticeToPlanSeconds: r.noticeToPlanSeconds,
