@@ -22,6 +22,7 @@ import { LocalCluster } from '../../src/dev/local-cluster.js';
 import type { MigrationRecord, TaskRecord } from '../../src/registry/types.js';
 
 import { need, parseArgs, sleep, type Args } from './cli-args.js';
+import { readJson, type Json } from './json-file.js';
 
 interface TokenLine {
   i: number;
@@ -240,15 +241,6 @@ async function migrate(a: Args): Promise<void> {
   }
 }
 
-type Json = Record<string, unknown>;
-
-async function readJson(path: string): Promise<Json | undefined> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as Json;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Merges the agent-path result into gpu-<date>.json under "agentPath"; the file's other keys stay as they are. */
 async function report(a: Args): Promise<void> {

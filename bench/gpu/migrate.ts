@@ -30,6 +30,7 @@ import { HelperBackend, NvidiaToolBackend, type CudaBackend } from '../../src/en
 import { gpuMemoryByPid } from '../../src/engines/cuda/gpu-detect.js';
 
 import { need, parseArgs, sleep, type Args } from './cli-args.js';
+import { readJson, type Json } from './json-file.js';
 
 interface TokenLine {
   i: number;
@@ -445,15 +446,6 @@ async function moveWithCommands(m: MoveArgs & { pids: number[]; taskOpts: CriuTa
   };
 }
 
-type Json = Record<string, unknown>;
-
-async function readJson(path: string): Promise<Json | undefined> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as Json;
-  } catch {
-    return undefined;
-  }
-}
 
 async function report(a: Args): Promise<void> {
   const configs = need(a, 'configs').split(',').filter(Boolean);
