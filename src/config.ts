@@ -9,7 +9,8 @@ import type { Logger } from './logger.js';
  *
  * `CONFIG_OPTIONS` is the single source for flag names, environment variables, defaults and help text:
  * the CLI's `--help` and the README's configuration table both come from it. The other option tables
- * (`spotwatch webhook`, the cloud APIs) have the same shape and are loaded by the same `loadOptionTable`.
+ * (`spotwatch webhook`, the cloud APIs, the agent's Kubernetes settings) have the same shape and are loaded by the
+ * same `loadOptionTable`.
  */
 export interface OptionSpec {
   flag: string;

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
-import { SpotwatchError } from '../errors.js';
+import { boolString, intString, loadOptionTable, type OptionSpec } from '../config.js';
 import type { Logger } from '../logger.js';
 import { K8sMetrics } from './metrics.js';
 import type { NodeDrainer } from './node-drainer.js';
@@ -31,26 +31,13 @@ export const K8S_OPTIONS = {
     description: 'Time allowed for Kubernetes actions on a notice without a deadline, in milliseconds.',
   },
   kubeconfig: { flag: '--kubeconfig', env: ['KUBECONFIG'], description: 'Kubeconfig file, outside a pod (in a pod: the service account).' },
-} as const;
+} as const satisfies Record<string, OptionSpec>;
 
 export type K8sOptionKey = keyof typeof K8S_OPTIONS;
 
-const boolish = z
-  .string()
-  .transform((s) => s.toLowerCase())
-  .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no']))
-  .transform((s) => s === 'true' || s === '1' || s === 'yes');
-
-const intString = (min: number, max: number) =>
-  z
-    .string()
-    .regex(/^\d+$/, 'must be a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
-
 const schema = z.object({
   k8sActions: z.enum(['auto', 'true', 'false']),
-  k8sEvict: boolish,
+  k8sEvict: boolString,
   k8sEventNamespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a namespace name').max(63),
   k8sDeadlineMarginMs: intString(0, 60_000),
   k8sNoDeadlineBudgetMs: intString(1_000, 3_600_000),
@@ -59,22 +46,12 @@ const schema = z.object({
 
 export type K8sConfig = z.infer<typeof schema>;
 
-/** Explicit option, then the environment, then the default; all problems reported at once. */
+/**
+ * Explicit option, then the environment, then the default; all problems reported at once, in the same
+ * words as every other option table (`loadOptionTable`).
+ */
 export function loadK8sConfig(options: Partial<Record<K8sOptionKey, string>>, env: NodeJS.ProcessEnv = process.env): K8sConfig {
-  const raw: Record<string, string | undefined> = {};
-  for (const [key, spec] of Object.entries(K8S_OPTIONS) as [K8sOptionKey, { env: readonly string[]; default?: string }][]) {
-    const fromEnv = spec.env.map((name) => env[name]).find((v) => v !== undefined && v !== '');
-    raw[key] = options[key] ?? fromEnv ?? spec.default;
-  }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => {
-      const spec = K8S_OPTIONS[String(i.path[0]) as K8sOptionKey];
-      return `${spec.flag} (${spec.env.join(', ')}): ${i.message}`;
-    });
-    throw new SpotwatchError('CONFIG_INVALID', `invalid Kubernetes configuration:\n  ${problems.join('\n  ')}`);
-  }
-  return parsed.data;
+  return loadOptionTable(K8S_OPTIONS, schema, options, env).config;
 }
 
 /** Whether the agent should act on the cluster: `auto` means it runs in a pod. */

@@ -325,6 +325,6 @@ describe('createNodeDrainer', () => {
   });
 
   it('rejects bad settings, naming each', () => {
-    expect(() => loadK8sConfig({}, { SPOTWATCH_K8S: 'maybe', SPOTWATCH_K8S_DEADLINE_MARGIN_MS: '-5' })).toThrow(/--k8s \(SPOTWATCH_K8S\)[\s\S]*--k8s-deadline-margin/);
+    expect(() => loadK8sConfig({}, { SPOTWATCH_K8S: 'maybe', SPOTWATCH_K8S_DEADLINE_MARGIN_MS: '-5' })).toThrow(/--k8s \(from SPOTWATCH_K8S\)[\s\S]*--k8s-deadline-margin \(from SPOTWATCH_K8S_DEADLINE_MARGIN_MS\)/);
   });
 });
