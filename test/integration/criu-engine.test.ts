@@ -12,8 +12,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EngineHook, EngineResult, ReceivedImage } from '../../src/engines/checkpoint-engine.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { CheckpointRequest, EngineFailure, EngineHook, EngineResult, ReceivedImage, RestoreResult } from '../../src/engines/checkpoint-engine.js';
 import { CriuEngine } from '../../src/engines/criu/criu-engine.js';
 import { locateCriu } from '../../src/engines/criu/criu-binary.js';
 import { taskState } from '../../src/engines/criu/proc.js';
@@ -34,9 +34,24 @@ interface Toy {
   pid: number;
   out: string;
   args: string[];
+  /** The work dir the toy writes into (its tokens, its stderr, and any images the test makes). */
+  dir: string;
+  /** The uninterrupted run's tokens, computed from the start (await it only where the test needs it). */
+  reference: Promise<string[]>;
 }
 
-const started: number[] = [];
+interface ToyOptions {
+  stateMib: number;
+  tokens: number;
+  intervalMs: number;
+  /** Resolve once the toy has decoded this many tokens. */
+  decoded: number;
+}
+
+/** Toys, restored pids and other processes this test started; each is killed after the test if still running. */
+const started: { pid: number; marker: string }[] = [];
+/** Listeners and other things to close after the test. */
+const cleanups: (() => Promise<void> | void)[] = [];
 const workDirs: string[] = [];
 
 function workDir(): string {
@@ -45,12 +60,25 @@ function workDir(): string {
   return d;
 }
 
+/** Kills `pid` only while its command line still holds `marker` (it may be gone, a zombie, or a reused pid). */
+function killIfStill(pid: number, marker: string): void {
+  try {
+    if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker)) process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+}
+
 function toyArgs(stateMib: number, tokens: number, intervalMs: number): string[] {
   return ['--prompt-tokens', '64', '--state-mib', String(stateMib), '--tokens', String(tokens), '--interval-ms', String(intervalMs), '--seed', '7'];
 }
 
-/** Starts the toy LLM in its own session (detached: setsid), stdio on files, as CRIU needs. */
-function startToy(dir: string, stateMib = 64, tokens = 120, intervalMs = 20): Toy {
+/**
+ * Starts the toy LLM in a fresh work dir, in its own session (detached: setsid), stdio on files, as CRIU needs,
+ * and waits until it has decoded `decoded` tokens. Killed after the test.
+ */
+async function decodingToy({ stateMib, tokens, intervalMs, decoded }: ToyOptions): Promise<Toy> {
+  const dir = workDir();
   const out = join(dir, 'tokens.txt');
   const err = openSync(join(dir, 'toy.err'), 'a');
   const args = toyArgs(stateMib, tokens, intervalMs);
@@ -62,8 +90,11 @@ function startToy(dir: string, stateMib = 64, tokens = 120, intervalMs = 20): To
   closeSync(err);
   child.unref();
   if (!child.pid) throw new Error('toy did not start');
-  started.push(child.pid);
-  return { pid: child.pid, out, args };
+  started.push({ pid: child.pid, marker: 'toy-llm' });
+  const ref = reference(args);
+  ref.catch(() => {}); // a test that never awaits it must not see an unhandled rejection
+  await waitFor(() => readOut(out).tokens.length >= decoded, 15_000, `the toy to decode ${decoded} tokens`);
+  return { pid: child.pid, out, args, dir, reference: ref };
 }
 
 function readOut(out: string): { tokens: string[]; prefills: number; done: boolean } {
@@ -97,16 +128,100 @@ function expectOk<T>(r: EngineResult<T>): T {
   return r.value;
 }
 
+/** Asserts a failure with these fields (any left out are not checked) and returns it, for further checks. */
+function expectFailure<T>(r: EngineResult<T>, want: Partial<Pick<EngineFailure, 'status' | 'code' | 'taskState'>>): EngineFailure {
+  expect(r.status).not.toBe('ok');
+  expect(r).toMatchObject(want);
+  if (r.status === 'ok') throw new Error('unreachable');
+  return r;
+}
+
 const deadlineIn = (ms: number): number => Date.now() + ms;
 
+/** A checkpoint of process `pid` into the directory `path`. */
+function toDirectory(pid: number, migrationId: string, path: string, ms: number): CheckpointRequest {
+  return { task: { kind: 'process', pid }, migrationId, destination: { kind: 'directory', path }, deadline: deadlineIn(ms) };
+}
+
+/** A checkpoint of the toy streamed to `target`, keeping its local files in `<work dir>/source`. */
+function toTarget(toy: Toy, migrationId: string, target: ImageTarget, ms: number): CheckpointRequest {
+  const sink = tcpImageSink({ host: target.host, port: target.port });
+  return { task: { kind: 'process', pid: toy.pid }, migrationId, destination: { kind: 'stream', sink, localDir: join(toy.dir, 'source') }, deadline: deadlineIn(ms) };
+}
+
+interface ImageTarget {
+  host: string;
+  port: number;
+  /** What the target's `receive` resolved to (throws if no stream reached it). */
+  received(): Promise<EngineResult<ReceivedImage>>;
+}
+
+/**
+ * A real target side: each image stream is received into `directory` with `engine`; `onConnection` then sees
+ * the connection (to break it, or the target's directory). Closed after the test.
+ */
+async function imageTarget(
+  engine: CriuEngine,
+  opts: { directory: string; migrationId?: string; deadlineMs: number; onConnection?: (conn: Duplex) => void },
+): Promise<ImageTarget> {
+  let received: Promise<EngineResult<ReceivedImage>> | undefined;
+  const listener = await listenForImageStreams({
+    onConnection: (conn: Duplex) => {
+      received = engine.receive({ connection: conn, directory: opts.directory, migrationId: opts.migrationId, deadline: deadlineIn(opts.deadlineMs) });
+      opts.onConnection?.(conn);
+    },
+  });
+  cleanups.push(() => listener.close());
+  return {
+    host: listener.host,
+    port: listener.port,
+    received: () => received ?? Promise.reject(new Error('no image stream reached the target')),
+  };
+}
+
+/**
+ * Once `dir` exists (and, with `ready`, its file names satisfy it), runs `act` once; polls every `everyMs` ms,
+ * and stops polling after the test whatever happened.
+ */
+function whenDirectory(dir: string, everyMs: number, act: () => void, ready?: (files: string[]) => boolean): void {
+  const iv = setInterval(() => {
+    if (!existsSync(dir) || (ready && !ready(readdirSync(dir)))) return;
+    clearInterval(iv);
+    act();
+  }, everyMs);
+  cleanups.push(() => clearInterval(iv));
+}
+
+/** Restores the image in `path` (expecting ok); the restored process is killed after the test if still running. */
+async function restoreFrom(engine: CriuEngine, migrationId: string, path: string, ms: number): Promise<RestoreResult> {
+  const rs = expectOk(await engine.restore({ migrationId, source: { kind: 'directory', path }, deadline: deadlineIn(ms) }));
+  if (rs.task.kind === 'process') started.push({ pid: rs.task.pid, marker: 'toy-llm' });
+  return rs;
+}
+
+/** The restored toy runs to the end: its whole output is the uninterrupted run's — no gap, no repeat, prefill once. */
+async function expectRestoredRunMatches(toy: Toy): Promise<void> {
+  await waitFor(() => readOut(toy.out).done, 20_000, 'the restored toy to finish');
+  const got = readOut(toy.out);
+  expect(got.prefills).toBe(1);
+  expect(got.tokens).toEqual(await toy.reference);
+}
+
+/** The toy still runs on the source: it keeps decoding, and all it wrote so far is the uninterrupted run's. */
+async function expectStillDecoding(toy: Toy): Promise<void> {
+  const before = readOut(toy.out).tokens.length;
+  await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
+  const ref = await toy.reference;
+  const got = readOut(toy.out).tokens;
+  expect(got).toEqual(ref.slice(0, got.length));
+}
+
+afterEach(async () => {
+  for (const close of cleanups.splice(0).reverse()) await close();
+  for (const { pid, marker } of started.splice(0)) killIfStill(pid, marker);
+});
+
 afterAll(() => {
-  for (const pid of started) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('toy-llm')) process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
   for (const d of workDirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -125,18 +240,13 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
   });
 
   it('checkpoints to a directory and restores: the same token stream, no gap, no repeat, prefill once', async () => {
-    const dir = workDir();
-    const toy = startToy(dir);
-    const ref = reference(toy.args);
-    await waitFor(() => readOut(toy.out).tokens.length >= 15, 15_000, 'the toy to decode 15 tokens');
+    const toy = await decodingToy({ stateMib: 64, tokens: 120, intervalMs: 20, decoded: 15 });
 
     const est = expectOk(await engine.estimate({ kind: 'process', pid: toy.pid }, { deadline: deadlineIn(5000) }));
     expect(est.memoryBytes).toBeGreaterThan(64 * 1024 * 1024);
 
-    const images = join(dir, 'images');
-    const ck = expectOk(
-      await engine.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-dir', destination: { kind: 'directory', path: images }, deadline: deadlineIn(30_000) }),
-    );
+    const images = join(toy.dir, 'images');
+    const ck = expectOk(await engine.checkpoint(toDirectory(toy.pid, 'm-dir', images, 30_000)));
     expect(ck.taskState).toBe('gone');
     expect(await taskState(toy.pid)).toBe('gone'); // dead (maybe a zombie until reaped)
     expect(existsSync(join(images, 'dump.log'))).toBe(true);
@@ -146,91 +256,55 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(readOut(toy.out).tokens.length).toBe(frozenTokens); // really stopped
 
-    const rs = expectOk(await engine.restore({ migrationId: 'm-dir', source: { kind: 'directory', path: images }, deadline: deadlineIn(30_000) }));
-    if (rs.task.kind === 'process') started.push(rs.task.pid);
+    const rs = await restoreFrom(engine, 'm-dir', images, 30_000);
     console.log(
       `criu 64 MiB toy, directory: image ${(ck.imageBytes / 1048576).toFixed(1)} MiB, checkpoint ${JSON.stringify(ck.phases)}, restore ${JSON.stringify(rs.phases)}`,
     );
-    await waitFor(() => readOut(toy.out).done, 20_000, 'the restored toy to finish');
-    const got = readOut(toy.out);
-    expect(got.prefills).toBe(1);
-    expect(got.tokens).toEqual(await ref);
+    await expectRestoredRunMatches(toy);
   });
 
   it('streams the image through the page server to the target side and restores it there', async () => {
-    const dir = workDir();
-    const toy = startToy(dir);
-    const ref = reference(toy.args);
-    await waitFor(() => readOut(toy.out).tokens.length >= 15, 15_000, 'the toy to decode 15 tokens');
+    const toy = await decodingToy({ stateMib: 64, tokens: 120, intervalMs: 20, decoded: 15 });
+    const targetDir = join(toy.dir, 'target');
+    const target = await imageTarget(engine, { directory: targetDir, migrationId: 'm-stream', deadlineMs: 30_000 });
 
-    const targetDir = join(dir, 'target');
-    let received!: Promise<EngineResult<ReceivedImage>>;
-    const listener = await listenForImageStreams({
-      onConnection: (conn) => {
-        received = engine.receive({ connection: conn, directory: targetDir, migrationId: 'm-stream', deadline: deadlineIn(30_000) });
-      },
-    });
-    try {
-      const progress: number[] = [];
-      const ck = expectOk(
-        await engine.checkpoint({
-          task: { kind: 'process', pid: toy.pid },
-          migrationId: 'm-stream',
-          destination: { kind: 'stream', sink: tcpImageSink({ host: listener.host, port: listener.port }), localDir: join(dir, 'source') },
-          deadline: deadlineIn(30_000),
-          onProgress: (e) => e.phase === 'transfer' && progress.push(e.bytes),
-        }),
-      );
-      const rec = expectOk(await received);
-      expect(ck.taskState).toBe('gone');
-      expect(rec.sourceStopped).toBe(true);
-      expect(rec.imageBytes).toBe(ck.imageBytes);
-      expect(progress.at(-1)).toBe(ck.imageBytes);
-      // the bulk of the image never landed on the source's disk
-      const sourceFiles = readdirSync(join(dir, 'source'));
-      expect(sourceFiles.some((f) => f.startsWith('pages-'))).toBe(false);
-      expect(readdirSync(targetDir).some((f) => f.startsWith('pages-'))).toBe(true);
-      expect(readdirSync(targetDir)).toContain('dump.log');
-      expect(readdirSync(targetDir)).toContain('page-server.log');
+    const progress: number[] = [];
+    const ck = expectOk(await engine.checkpoint({ ...toTarget(toy, 'm-stream', target, 30_000), onProgress: (e) => e.phase === 'transfer' && progress.push(e.bytes) }));
+    const rec = expectOk(await target.received());
+    expect(ck.taskState).toBe('gone');
+    expect(rec.sourceStopped).toBe(true);
+    expect(rec.imageBytes).toBe(ck.imageBytes);
+    expect(progress.at(-1)).toBe(ck.imageBytes);
+    // the bulk of the image never landed on the source's disk
+    const sourceFiles = readdirSync(join(toy.dir, 'source'));
+    expect(sourceFiles.some((f) => f.startsWith('pages-'))).toBe(false);
+    expect(readdirSync(targetDir).some((f) => f.startsWith('pages-'))).toBe(true);
+    expect(readdirSync(targetDir)).toContain('dump.log');
+    expect(readdirSync(targetDir)).toContain('page-server.log');
 
-      const rs = expectOk(await engine.restore({ migrationId: 'm-stream', source: { kind: 'directory', path: targetDir }, deadline: deadlineIn(30_000) }));
-      if (rs.task.kind === 'process') started.push(rs.task.pid);
-      console.log(
-        `criu 64 MiB toy, page-server stream: ${(ck.imageBytes / 1048576).toFixed(1)} MiB, checkpoint ${JSON.stringify(ck.phases)} (total ${ck.phases.dump! + (ck.phases.transfer ?? 0)} ms), restore ${JSON.stringify(rs.phases)}`,
-      );
-      await waitFor(() => readOut(toy.out).done, 20_000, 'the restored toy to finish');
-      const got = readOut(toy.out);
-      expect(got.prefills).toBe(1);
-      expect(got.tokens).toEqual(await ref);
-    } finally {
-      await listener.close();
-    }
+    const rs = await restoreFrom(engine, 'm-stream', targetDir, 30_000);
+    console.log(
+      `criu 64 MiB toy, page-server stream: ${(ck.imageBytes / 1048576).toFixed(1)} MiB, checkpoint ${JSON.stringify(ck.phases)} (total ${ck.phases.dump! + (ck.phases.transfer ?? 0)} ms), restore ${JSON.stringify(rs.phases)}`,
+    );
+    await expectRestoredRunMatches(toy);
   });
 
   it('a dump of a pid that does not exist fails fatal with TASK_NOT_FOUND', async () => {
-    const r = await engine.checkpoint({ task: { kind: 'process', pid: 4_000_000 }, migrationId: 'm-nopid', destination: { kind: 'directory', path: join(workDir(), 'img') }, deadline: deadlineIn(10_000) });
-    expect(r.status).toBe('fatal');
-    if (r.status !== 'ok') {
-      expect(r.code).toBe('TASK_NOT_FOUND');
-      expect(r.taskState).toBe('gone');
-    }
+    const r = await engine.checkpoint(toDirectory(4_000_000, 'm-nopid', join(workDir(), 'img'), 10_000));
+    expectFailure(r, { status: 'fatal', code: 'TASK_NOT_FOUND', taskState: 'gone' });
   });
 
   it('a dump CRIU rejects leaves the task running and says so (unsupported option)', async () => {
-    const dir = workDir();
-    const toy = startToy(dir, 16, 400, 10);
-    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
+    const toy = await decodingToy({ stateMib: 16, tokens: 400, intervalMs: 10, decoded: 5 });
     const broken = new CriuEngine({ extraDumpArgs: ['--no-such-criu-option'] });
-    const r = await broken.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-badopt', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) });
-    expect(r.status).toBe('fatal');
-    if (r.status === 'ok') return;
-    expect(r.code).toBe('INVALID_REQUEST');
+    const r = expectFailure(await broken.checkpoint(toDirectory(toy.pid, 'm-badopt', join(toy.dir, 'img'), 10_000)), {
+      status: 'fatal',
+      code: 'INVALID_REQUEST',
+      taskState: 'running',
+    });
     expect(r.message).toMatch(/no-such-criu-option/);
-    expect(r.taskState).toBe('running');
     expect(r.message).toMatch(/still running on the source/);
-    const before = readOut(toy.out).tokens.length;
-    await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
-    process.kill(toy.pid, 'SIGKILL');
+    await expectStillDecoding(toy);
   });
 
   it('a dump that fails inside CRIU (established TCP connection) resumes the task, which keeps serving', async () => {
@@ -243,158 +317,80 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     const script = `const s=require('net').connect(${port},'127.0.0.1');s.on('data',d=>s.write(d));setInterval(()=>{},1000);`;
     const child = spawn(process.execPath, ['-e', script], { detached: true, stdio: 'ignore', env: { ...process.env, UV_USE_IO_URING: '0' } });
     child.unref();
-    started.push(child.pid!);
-    try {
-      await waitFor(() => sockets.length === 1, 5000, 'the connection');
-      const r = await engine.checkpoint({ task: { kind: 'process', pid: child.pid! }, migrationId: 'm-tcp', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) });
-      expect(r.status).toBe('fatal');
-      if (r.status === 'ok') return;
-      // CRIU ≥ 4.2: "Connected TCP socket, consider using --tcp-established"; 4.1 on Linux ≥ 6.16 cannot dump inet sockets at all
-      expect(['TASK_UNSUPPORTED', 'ENGINE_UNAVAILABLE']).toContain(r.code);
-      expect(r.taskState).toBe('running');
-      expect(r.logPath && existsSync(r.logPath)).toBeTruthy();
-      expect(await taskState(child.pid!)).toBe('running');
-      const echoed = new Promise<string>((res) => sockets[0]!.once('data', (d) => res(d.toString())));
-      sockets[0]!.write('ping');
-      expect(await echoed).toBe('ping');
-    } finally {
+    cleanups.push(() => {
       child.kill('SIGKILL');
       for (const s of sockets) s.destroy();
       server.close();
-    }
+    });
+    await waitFor(() => sockets.length === 1, 5000, 'the connection');
+    const r = expectFailure(await engine.checkpoint(toDirectory(child.pid!, 'm-tcp', join(dir, 'img'), 10_000)), { status: 'fatal', taskState: 'running' });
+    // CRIU ≥ 4.2: "Connected TCP socket, consider using --tcp-established"; 4.1 on Linux ≥ 6.16 cannot dump inet sockets at all
+    expect(['TASK_UNSUPPORTED', 'ENGINE_UNAVAILABLE']).toContain(r.code);
+    expect(r.logPath && existsSync(r.logPath)).toBeTruthy();
+    expect(await taskState(child.pid!)).toBe('running');
+    const echoed = new Promise<string>((res) => sockets[0]!.once('data', (d) => res(d.toString())));
+    sockets[0]!.write('ping');
+    expect(await echoed).toBe('ping');
   });
 
   it('a relayed stream that breaks in the middle of the dump leaves the task running on the source', async () => {
-    const dir = workDir();
-    const toy = startToy(dir, 16, 400, 10);
-    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
+    const toy = await decodingToy({ stateMib: 16, tokens: 400, intervalMs: 10, decoded: 5 });
     // A real target whose connection drops in the middle of the relayed pages.
     const relayEngine = new CriuEngine({ directPages: false });
     let seen = 0;
-    let received: Promise<EngineResult<ReceivedImage>> | undefined;
-    const listener = await listenForImageStreams({
-      onConnection: (conn: Duplex) => {
-        received = relayEngine.receive({ connection: conn, directory: join(dir, 'target'), deadline: deadlineIn(15_000) });
+    const target = await imageTarget(relayEngine, {
+      directory: join(toy.dir, 'target'),
+      deadlineMs: 15_000,
+      onConnection: (conn) =>
         conn.on('data', (d: Buffer) => {
           seen += d.length;
           if (seen > 4 * 1024 * 1024) conn.destroy();
-        });
-      },
+        }),
     });
-    try {
-      const r = await relayEngine.checkpoint({
-        task: { kind: 'process', pid: toy.pid },
-        migrationId: 'm-broken',
-        destination: { kind: 'stream', sink: tcpImageSink({ host: listener.host, port: listener.port }), localDir: join(dir, 'source') },
-        deadline: deadlineIn(15_000),
-      });
-      expect(r.status).toBe('retryable');
-      if (r.status === 'ok') return;
-      expect(r.code).toBe('TRANSPORT_FAILED');
-      expect(r.taskState).toBe('running');
-      const rec = await received!;
-      expect(rec.status).toBe('retryable');
-      if (rec.status !== 'ok') expect(rec.code).toBe('TRANSPORT_FAILED');
-      const before = readOut(toy.out).tokens.length;
-      await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
-      // and what it produced is still exactly the reference stream, so far
-      const ref = await reference(toyArgs(16, 400, 10));
-      const got = readOut(toy.out).tokens;
-      expect(got).toEqual(ref.slice(0, got.length));
-    } finally {
-      process.kill(toy.pid, 'SIGKILL');
-      await listener.close();
-    }
+    expectFailure(await relayEngine.checkpoint(toTarget(toy, 'm-broken', target, 15_000)), { status: 'retryable', code: 'TRANSPORT_FAILED', taskState: 'running' });
+    expectFailure(await target.received(), { status: 'retryable', code: 'TRANSPORT_FAILED' });
+    // and what it produced is still exactly the reference stream, so far
+    await expectStillDecoding(toy);
   });
 
   it('a direct page channel whose target fails in the middle of the dump leaves the task running on the source', async () => {
-    const dir = workDir();
-    const toy = startToy(dir, 64, 400, 10);
-    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
+    const toy = await decodingToy({ stateMib: 64, tokens: 400, intervalMs: 10, decoded: 5 });
     // A real target: once pages arrive over the direct channel, its agent connection drops (the agent died).
-    const targetDir = join(dir, 'target');
-    let received: Promise<EngineResult<ReceivedImage>> | undefined;
-    const listener = await listenForImageStreams({
-      onConnection: (conn: Duplex) => {
-        received = engine.receive({ connection: conn, directory: targetDir, deadline: deadlineIn(15_000) });
-        const iv = setInterval(() => {
-          if (!existsSync(targetDir) || !readdirSync(targetDir).some((f) => f.startsWith('pages-'))) return;
-          clearInterval(iv);
-          conn.destroy();
-        }, 1);
-      },
+    const targetDir = join(toy.dir, 'target');
+    const target = await imageTarget(engine, {
+      directory: targetDir,
+      deadlineMs: 15_000,
+      onConnection: (conn) =>
+        whenDirectory(targetDir, 1, () => conn.destroy(), (files) => files.some((f) => f.startsWith('pages-'))),
     });
-    try {
-      const r = await engine.checkpoint({
-        task: { kind: 'process', pid: toy.pid },
-        migrationId: 'm-broken-direct',
-        destination: { kind: 'stream', sink: tcpImageSink({ host: listener.host, port: listener.port }), localDir: join(dir, 'source') },
-        deadline: deadlineIn(15_000),
-      });
-      expect(r.status).toBe('retryable');
-      if (r.status === 'ok') return;
-      expect(r.code).toBe('TRANSPORT_FAILED');
-      expect(r.taskState).toBe('running');
-      const rec = await received!;
-      expect(rec.status).not.toBe('ok');
-      const before = readOut(toy.out).tokens.length;
-      await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
-      const ref = await reference(toyArgs(64, 400, 10));
-      const got = readOut(toy.out).tokens;
-      expect(got).toEqual(ref.slice(0, got.length));
-    } finally {
-      process.kill(toy.pid, 'SIGKILL');
-      await listener.close();
-    }
+    expectFailure(await engine.checkpoint(toTarget(toy, 'm-broken-direct', target, 15_000)), { status: 'retryable', code: 'TRANSPORT_FAILED', taskState: 'running' });
+    expect((await target.received()).status).not.toBe('ok');
+    await expectStillDecoding(toy);
   });
 
   it('a target that fails after the dump (taking the image files) gets the task resumed on the source', async () => {
-    const dir = workDir();
-    const toy = startToy(dir, 16, 400, 10);
-    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
-    const targetDir = join(dir, 'target');
-    let received: Promise<EngineResult<ReceivedImage>> | undefined;
-    const listener = await listenForImageStreams({
-      onConnection: (conn: Duplex) => {
-        received = engine.receive({ connection: conn, directory: targetDir, deadline: deadlineIn(15_000) });
-        // sabotage: a file the source will send already exists on the target, so the target fails at that file
-        const iv = setInterval(() => {
-          if (!existsSync(targetDir)) return;
-          clearInterval(iv);
-          writeFileSync(join(targetDir, 'inventory.img'), 'stale');
-        }, 2);
-      },
+    const toy = await decodingToy({ stateMib: 16, tokens: 400, intervalMs: 10, decoded: 5 });
+    const targetDir = join(toy.dir, 'target');
+    const target = await imageTarget(engine, {
+      directory: targetDir,
+      deadlineMs: 15_000,
+      // sabotage: a file the source will send already exists on the target, so the target fails at that file
+      onConnection: () => whenDirectory(targetDir, 2, () => writeFileSync(join(targetDir, 'inventory.img'), 'stale')),
     });
-    try {
-      const r = await engine.checkpoint({
-        task: { kind: 'process', pid: toy.pid },
-        migrationId: 'm-late-fail',
-        destination: { kind: 'stream', sink: tcpImageSink({ host: listener.host, port: listener.port }), localDir: join(dir, 'source') },
-        deadline: deadlineIn(15_000),
-      });
-      expect(r.status).toBe('retryable');
-      if (r.status === 'ok') return;
-      expect(r.code).toBe('TRANSPORT_FAILED');
-      expect(r.message).toMatch(/after the dump/);
-      expect(r.message).toMatch(/peer reported/);
-      expect(r.taskState).toBe('running'); // it was left stopped by the dump, and resumed
-      expect((await received!).status).not.toBe('ok');
-      const before = readOut(toy.out).tokens.length;
-      await waitFor(() => readOut(toy.out).tokens.length > before + 3, 5000, 'the toy to keep decoding');
-      const ref = await reference(toyArgs(16, 400, 10));
-      const got = readOut(toy.out).tokens;
-      expect(got).toEqual(ref.slice(0, got.length));
-    } finally {
-      process.kill(toy.pid, 'SIGKILL');
-      await listener.close();
-    }
+    const r = expectFailure(await engine.checkpoint(toTarget(toy, 'm-late-fail', target, 15_000)), {
+      status: 'retryable',
+      code: 'TRANSPORT_FAILED',
+      taskState: 'running', // it was left stopped by the dump, and resumed
+    });
+    expect(r.message).toMatch(/after the dump/);
+    expect(r.message).toMatch(/peer reported/);
+    expect((await target.received()).status).not.toBe('ok');
+    await expectStillDecoding(toy);
   });
 
   it('runs hooks around the dump and the restore (the seam for the CUDA checkpoint), and a failing hook stops the checkpoint', async () => {
-    const dir = workDir();
-    const toy = startToy(dir, 16, 150, 10);
-    const ref = reference(toyArgs(16, 150, 10));
-    await waitFor(() => readOut(toy.out).tokens.length >= 5, 15_000, 'the toy to decode');
+    const toy = await decodingToy({ stateMib: 16, tokens: 150, intervalMs: 10, decoded: 5 });
+    const dir = toy.dir;
     const calls: string[] = [];
     let hookRanAt = 0;
     const recorder: EngineHook = {
@@ -412,44 +408,36 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     const failing: EngineHook = { name: 'cuda', beforeCheckpoint: async () => Promise.reject(new Error('cuCheckpointProcessLock: CUDA_ERROR_NOT_READY')) };
 
     const broken = new CriuEngine({ hooks: [recorder, failing] });
-    const r = await broken.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-hookfail', destination: { kind: 'directory', path: join(dir, 'img0') }, deadline: deadlineIn(10_000) });
-    expect(r.status !== 'ok' && [r.status, r.code, r.taskState]).toEqual(['retryable', 'HOOK_FAILED', 'running']);
+    const r = await broken.checkpoint(toDirectory(toy.pid, 'm-hookfail', join(dir, 'img0'), 10_000));
+    expectFailure(r, { status: 'retryable', code: 'HOOK_FAILED', taskState: 'running' });
     expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=false running']);
     expect(existsSync(join(dir, 'img0', 'dump.log'))).toBe(false); // criu never ran
 
     // A hook that knows better (no GPU driver here) says so; the engine passes its code and status on.
     calls.length = 0;
     const noDriver: EngineHook = { name: 'cuda', beforeCheckpoint: async () => Promise.reject(Object.assign(new Error('libcuda.so.1 not found'), { engineCode: 'ENGINE_UNAVAILABLE', engineStatus: 'fatal' })) };
-    const r2 = await new CriuEngine({ hooks: [noDriver] }).checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-nodriver', destination: { kind: 'directory', path: join(dir, 'img1') }, deadline: deadlineIn(10_000) });
-    expect(r2.status !== 'ok' && [r2.status, r2.code, r2.taskState]).toEqual(['fatal', 'ENGINE_UNAVAILABLE', 'running']);
+    const r2 = await new CriuEngine({ hooks: [noDriver] }).checkpoint(toDirectory(toy.pid, 'm-nodriver', join(dir, 'img1'), 10_000));
+    expectFailure(r2, { status: 'fatal', code: 'ENGINE_UNAVAILABLE', taskState: 'running' });
 
     calls.length = 0;
     const hooked = new CriuEngine({ hooks: [recorder] });
     expect(expectOk(await hooked.estimate({ kind: 'process', pid: toy.pid }, { deadline: deadlineIn(5000) })).gpuMemoryBytes).toBe(1024);
-    const hookedCkpt = expectOk(await hooked.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-hook', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
+    const hookedCkpt = expectOk(await hooked.checkpoint(toDirectory(toy.pid, 'm-hook', join(dir, 'img'), 10_000)));
     // Downtime starts when the first pre-dump hook starts (the CUDA lock stops the work), not at CRIU's freeze.
     expect(hookedCkpt.frozenAt).toBeLessThanOrEqual(hookRanAt);
     expect(hookRanAt - hookedCkpt.frozenAt).toBeLessThan(50);
-    const rs = expectOk(await hooked.restore({ migrationId: 'm-hook', source: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(10_000) }));
-    if (rs.task.kind === 'process') started.push(rs.task.pid);
+    await restoreFrom(hooked, 'm-hook', join(dir, 'img'), 10_000);
     expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=true gone', 'beforeRestore true', 'afterRestore true']);
-    await waitFor(() => readOut(toy.out).done, 20_000, 'the restored toy to finish');
-    expect(readOut(toy.out).tokens).toEqual(await ref);
+    await expectRestoredRunMatches(toy);
   });
 
   it('refuses a checkpoint that cannot meet its deadline and leaves the task alone', async () => {
-    const dir = workDir();
-    const toy = startToy(dir, 64, 400, 10);
-    await waitFor(() => readOut(toy.out).tokens.length >= 2, 15_000, 'the toy to decode');
+    const toy = await decodingToy({ stateMib: 64, tokens: 400, intervalMs: 10, decoded: 2 });
     const slow = new CriuEngine({ rates: { checkpointBytesPerSec: 10e6 } }); // 64 MiB would take ~7 s
-    const r = await slow.checkpoint({ task: { kind: 'process', pid: toy.pid }, migrationId: 'm-late', destination: { kind: 'directory', path: join(dir, 'img') }, deadline: deadlineIn(2000) });
-    expect(r.status).toBe('fatal');
-    if (r.status === 'ok') return;
-    expect(r.code).toBe('DEADLINE_TOO_CLOSE');
-    expect(r.taskState).toBe('running');
-    expect(existsSync(join(dir, 'img'))).toBe(false);
-    const past = await engine.restore({ migrationId: 'm-late', source: { kind: 'directory', path: join(dir, 'img') }, deadline: Date.now() - 1 });
-    expect(past.status !== 'ok' && past.code).toBe('DEADLINE_TOO_CLOSE');
-    process.kill(toy.pid, 'SIGKILL');
+    const r = await slow.checkpoint(toDirectory(toy.pid, 'm-late', join(toy.dir, 'img'), 2000));
+    expectFailure(r, { status: 'fatal', code: 'DEADLINE_TOO_CLOSE', taskState: 'running' });
+    expect(existsSync(join(toy.dir, 'img'))).toBe(false);
+    const past = await engine.restore({ migrationId: 'm-late', source: { kind: 'directory', path: join(toy.dir, 'img') }, deadline: Date.now() - 1 });
+    expectFailure(past, { code: 'DEADLINE_TOO_CLOSE' });
   });
 });
