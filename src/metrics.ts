@@ -16,8 +16,15 @@ export class Metrics {
 
   readonly enqueueTotal = new Counter({
     name: 'spotwatch_enqueue_total',
-    help: 'Enqueue attempts by result: created (new job), duplicate (job id already present), spooled (Redis unreachable, kept on disk), failed.',
+    help: 'Enqueue attempts by result: created (new job), duplicate (job id already present), stale (an interruption episode older than the latest one of its instance, not stored), spooled (Redis unreachable, kept on disk), failed.',
     labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly noticeEpisodesTotal = new Counter({
+    name: 'spotwatch_notice_episodes_total',
+    help: 'New interruption episodes recognized: a notice whose id an earlier interruption of the same instance already used (a stopped or hibernated instance started again and interrupted again), stored as <id>~<n>, by provider.',
+    labelNames: ['provider'] as const,
     registers: [this.registry],
   });
 

@@ -2,7 +2,9 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { SpotwatchError } from '../errors.js';
 import type { Notice } from '../notice.js';
-import { NOTICES_QUEUE_NAME, type EnqueueOutcome, type NoticeQueue } from './notice-queue.js';
+import { episodeNoticeId, episodeRule } from '../notice-episodes.js';
+import { EPISODE_SCRIPT } from './episode-script.js';
+import { NOTICES_QUEUE_NAME, type EnqueueOutcome, type NoticeQueue, type StoredNotice } from './notice-queue.js';
 
 export interface BullmqNoticeQueueOptions {
   redisUrl: string;
@@ -14,10 +16,23 @@ export interface BullmqNoticeQueueOptions {
 /** How long finished notice jobs stay in Redis; this is also the window in which a re-seen notice is a no-op. */
 const KEEP_COMPLETED_SECONDS = 24 * 3600;
 const KEEP_FAILED_SECONDS = 7 * 24 * 3600;
+/**
+ * How long an id's episode record outlives its last store: longer than any of its jobs is kept, so a repeat of
+ * an episode always finds the record (without one the record is rebuilt from the jobs, see episode-script.ts).
+ */
+const KEEP_EPISODES_SECONDS = KEEP_FAILED_SECONDS + 24 * 3600;
+
+interface EpisodeCommand {
+  spotwatchEpisode(numKeys: number, ...args: string[]): Promise<[number, number, number]>;
+}
 
 /**
  * The notices queue on BullMQ. The Redis connection fails fast (no offline queue, bounded retries) so that
  * a caller can spool a notice instead of waiting on a Redis that is gone.
+ *
+ * Job id = notice id, except for notices whose id recurs across interruptions of the same instance
+ * (`episodeRule`): those are stored per episode, `<id>~<n>` from the second episode on, decided by one Lua
+ * script against the episode record in Redis (`<prefix>:sw:episodes:<id>`).
  */
 export class BullmqNoticeQueue implements NoticeQueue {
   private readonly connection: Redis;
@@ -38,6 +53,7 @@ export class BullmqNoticeQueue implements NoticeQueue {
     });
     // Connection errors are reported through enqueue()/ping() results; an unhandled 'error' event would crash.
     this.connection.on('error', () => {});
+    this.connection.defineCommand('spotwatchEpisode', { lua: EPISODE_SCRIPT });
     this.queue = new Queue(NOTICES_QUEUE_NAME, {
       connection: this.connection,
       prefix: this.prefix,
@@ -54,16 +70,48 @@ export class BullmqNoticeQueue implements NoticeQueue {
   }
 
   async enqueue(notice: Notice): Promise<EnqueueOutcome> {
+    return (await this.store(notice)).outcome;
+  }
+
+  async store(notice: Notice): Promise<StoredNotice> {
     return withTimeout(this.commandTimeoutMs, async (timedOut) => {
       await this.connected();
       // Past the timeout the caller has already reported the notice as not stored (spooled, or answered 503):
       // it must not land now behind the caller's back.
-      if (timedOut()) throw new SpotwatchError('REDIS_UNAVAILABLE', 'Redis came back after the enqueue had timed out');
-      const key = `${this.prefix}:${NOTICES_QUEUE_NAME}:${notice.id}`;
+      const stillInTime = () => {
+        if (timedOut()) throw new SpotwatchError('REDIS_UNAVAILABLE', 'Redis came back after the enqueue had timed out');
+      };
+      stillInTime();
+      let episode = 1;
+      let newEpisode = false;
+      const rule = episodeRule(notice);
+      if (rule) {
+        const [found, latest, opened] = await (this.connection as unknown as EpisodeCommand).spotwatchEpisode(
+          1,
+          `${this.prefix}:sw:episodes:${notice.id}`,
+          `${this.prefix}:${NOTICES_QUEUE_NAME}:`,
+          notice.id,
+          notice.deadline ? String(Date.parse(notice.deadline)) : '',
+          String(rule.gapMs),
+          String(KEEP_EPISODES_SECONDS),
+        );
+        if (found === 0) return { outcome: 'stale', id: notice.id, episode: 0, newEpisode: false };
+        // A repeat of an episode that a later one has followed: that interruption is over, whether or not its
+        // job is still kept; storing it again would re-plan a node that has since come back.
+        if (found < latest) return { outcome: 'duplicate', id: episodeNoticeId(notice.id, found), episode: found, newEpisode: false };
+        episode = found;
+        newEpisode = opened === 1;
+      }
+      // A crash between the script and the add leaves the episode recorded without its job: the notice's
+      // redelivery (spool, IMDS poll, webhook retry) finds the same episode and adds the job then.
+      const id = episodeNoticeId(notice.id, episode);
+      const stored: Notice = id === notice.id ? notice : { ...notice, id };
+      const key = `${this.prefix}:${NOTICES_QUEUE_NAME}:${id}`;
       // Only for the outcome label: BullMQ's add is itself a no-op for an existing job id.
       const existed = (await this.connection.exists(key)) === 1;
-      await this.queue.add(notice.kind, notice, { jobId: notice.id });
-      return existed ? 'duplicate' : 'created';
+      stillInTime();
+      await this.queue.add(stored.kind, stored, { jobId: id });
+      return { outcome: existed ? 'duplicate' : 'created', id, episode, newEpisode };
     });
   }
 

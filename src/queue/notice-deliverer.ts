@@ -2,7 +2,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Notice } from '../notice.js';
-import type { EnqueueOutcome, NoticeQueue } from './notice-queue.js';
+import type { EnqueueOutcome, NoticeQueue, StoredNotice } from './notice-queue.js';
 import type { NoticeSpool } from './spool.js';
 
 export type DeliveryOutcome = EnqueueOutcome | 'spooled';
@@ -33,9 +33,9 @@ export class NoticeDeliverer {
 
   async deliver(notice: Notice): Promise<DeliveryOutcome> {
     try {
-      const outcome = await this.queue.enqueue(notice);
-      this.recordStored(notice, outcome);
-      return outcome;
+      const stored = await this.queue.store(notice);
+      this.recordStored(notice, stored);
+      return stored.outcome;
     } catch (err) {
       this.spool.append(notice);
       this.metrics.enqueueTotal.inc({ result: 'spooled' });
@@ -76,9 +76,9 @@ export class NoticeDeliverer {
     const remaining: Notice[] = [];
     for (const notice of pending) {
       try {
-        const outcome = await this.queue.enqueue(notice);
-        this.recordStored(notice, outcome);
-        this.logger.info({ noticeId: notice.id, outcome }, 'spooled notice delivered');
+        const stored = await this.queue.store(notice);
+        this.recordStored(notice, stored);
+        this.logger.info({ noticeId: notice.id, storedAs: stored.id, outcome: stored.outcome }, 'spooled notice delivered');
       } catch (err) {
         this.logger.warn({ noticeId: notice.id, err: describeError(err) }, 'spooled notice still not deliverable');
         remaining.push(notice);
@@ -91,8 +91,18 @@ export class NoticeDeliverer {
     if (remaining.length + appended.length > 0) this.scheduleDrain(this.retryIntervalMs);
   }
 
-  private recordStored(notice: Notice, outcome: EnqueueOutcome): void {
+  private recordStored(notice: Notice, stored: StoredNotice): void {
+    const outcome: EnqueueOutcome = stored.outcome;
     this.metrics.enqueueTotal.inc({ result: outcome });
+    if (stored.newEpisode) {
+      this.metrics.noticeEpisodesTotal.inc({ provider: notice.provider });
+      this.logger.warn(
+        { noticeId: notice.id, storedAs: stored.id, episode: stored.episode, instanceId: notice.instanceId, deadline: notice.deadline },
+        'new interruption episode: the instance was interrupted again after an earlier interruption with the same notice id',
+      );
+    } else if (outcome === 'stale') {
+      this.logger.info({ noticeId: notice.id, deadline: notice.deadline }, 'notice of an interruption episode older than the latest one of its instance: not stored');
+    }
     const now = Date.now();
     const detectedAt = Date.parse(notice.detectedAt);
     this.metrics.detectionToEnqueueSeconds.observe(Math.max(0, now - detectedAt) / 1000);

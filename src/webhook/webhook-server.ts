@@ -6,7 +6,7 @@ import { describeError, SpotwatchError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { InstanceLocator } from '../lookup/instance-locator.js';
 import type { Notice } from '../notice.js';
-import type { EnqueueOutcome, NoticeQueue } from '../queue/notice-queue.js';
+import type { NoticeQueue, StoredNotice } from '../queue/notice-queue.js';
 import { readBody, strictJson, TokenBucket, WebhookRejection, type RejectReason } from './http.js';
 import type { SnsHttpsOptions } from './sns.js';
 import { SOURCE_NAMES, type Delivery, type EventSource, type SourceName, type SourceResult } from './source.js';
@@ -38,7 +38,8 @@ const ENQUEUE_RETRY_MS = 100;
  *
  * Per delivery: route and method → per-source rate limit (429) → the source authenticates (header-level
  * credentials before the body is read; SNS signs the body) → strict, size-limited JSON → the same parsers as
- * `spotwatch parse` → every notice stored in Redis (job id = notice id, so a duplicate is a no-op) → 200.
+ * `spotwatch parse` → every notice stored in Redis (job id = notice id, so a duplicate is a no-op; a later interruption episode of
+ * the same instance is stored as `<id>~<n>`, see src/notice-episodes.ts) → 200.
  * A 2xx is only ever sent after Redis has stored every notice of the delivery; when Redis cannot, the answer is
  * 503 with Retry-After and the bridge retries (the webhook keeps no spool of its own).
  */
@@ -199,32 +200,41 @@ export class WebhookServer {
       send(res, 200, { status: 'ignored', reason: result.ignored ?? 'no notice' });
       return finish(200);
     }
-    let outcomes: EnqueueOutcome[];
+    let outcomes: StoredNotice[];
     try {
       outcomes = await this.store(result.notices);
     } catch (err) {
       const message = err instanceof SpotwatchError && err.code === 'REDIS_UNAVAILABLE' ? `notices could not be stored: ${err.message.replace(/; the notice is kept in the spool$/, '')}` : `notices could not be stored: ${describeError(err)}`;
       return reject(new WebhookRejection(503, 'store_unavailable', message, { 'retry-after': '5' }), true);
     }
-    const notices = result.notices.map((n, i) => ({ id: n.id, kind: n.kind, instanceId: n.instanceId, result: outcomes[i]! }));
+    // `id` is the id the notice is stored under (`<id>~<n>` for a later interruption episode of the instance).
+    const notices = result.notices.map((n, i) => ({ id: outcomes[i]!.id, kind: n.kind, instanceId: n.instanceId, result: outcomes[i]!.outcome }));
     this.options.logger.info({ source: name, notices, ...result.detail }, 'delivery stored');
     send(res, 200, { status: 'stored', notices });
     finish(200);
-    if (this.options.locator) this.locate(result.notices.filter((_, i) => outcomes[i] === 'created'));
+    if (this.options.locator) this.locate(result.notices.filter((_, i) => outcomes[i]!.outcome === 'created'));
   }
 
   /** Stores every notice (in parallel); resolves only when Redis has all of them. */
-  private async store(notices: Notice[]): Promise<EnqueueOutcome[]> {
+  private async store(notices: Notice[]): Promise<StoredNotice[]> {
     const deadline = performance.now() + this.options.config.enqueueTimeoutMs;
     const settled = await Promise.allSettled(
       notices.map(async (notice) => {
-        const outcome = await this.enqueueWithin(notice, deadline);
+        const stored = await this.enqueueWithin(notice, deadline);
+        const outcome = stored.outcome;
         this.metrics.enqueueTotal.inc({ result: outcome });
+        if (stored.newEpisode) {
+          this.metrics.noticeEpisodesTotal.inc({ provider: notice.provider });
+          this.options.logger.warn(
+            { noticeId: notice.id, storedAs: stored.id, episode: stored.episode, instanceId: notice.instanceId, deadline: notice.deadline },
+            'new interruption episode: the instance was interrupted again after an earlier interruption with the same notice id',
+          );
+        }
         if (outcome === 'created') {
           this.metrics.noticesTotal.inc({ provider: notice.provider, kind: notice.kind, source: notice.source });
           this.metrics.detectionToEnqueueSeconds.observe(Math.max(0, this.now() - Date.parse(notice.detectedAt)) / 1000);
         }
-        return outcome;
+        return stored;
       }),
     );
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -232,17 +242,17 @@ export class WebhookServer {
       this.metrics.enqueueTotal.inc({ result: 'failed' }, settled.filter((s) => s.status === 'rejected').length);
       throw failed.reason;
     }
-    return settled.map((s) => (s as PromiseFulfilledResult<EnqueueOutcome>).value);
+    return settled.map((s) => (s as PromiseFulfilledResult<StoredNotice>).value);
   }
 
   /**
    * One enqueue, retried while Redis is (re)connecting, until `deadline`: a reconnect of a few hundred
    * milliseconds should not bounce deliveries. Past the deadline the last error stands (→ 503).
    */
-  private async enqueueWithin(notice: Notice, deadline: number): Promise<EnqueueOutcome> {
+  private async enqueueWithin(notice: Notice, deadline: number): Promise<StoredNotice> {
     for (;;) {
       try {
-        return await this.options.queue.enqueue(notice);
+        return await this.options.queue.store(notice);
       } catch (err) {
         const retryable = err instanceof SpotwatchError && err.code === 'REDIS_UNAVAILABLE';
         if (!retryable || performance.now() + ENQUEUE_RETRY_MS >= deadline) throw err;
