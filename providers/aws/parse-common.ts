@@ -16,6 +16,10 @@ const INSTANCE_ARN = /^arn:aws[a-z-]*:ec2:[a-z0-9-]*:[0-9]*:instance\/(i-[0-9a-f
  * Identity of an interruption (see `noticeIdentity`): an instance is reclaimed once per episode, and the
  * sources disagree on the deadline (IMDS gives the action time, EventBridge the time it sent the warning),
  * so neither the deadline nor the source's event id may be part of the key.
+ *
+ * The id is therefore the same for every interruption of the instance. A terminated instance never comes back,
+ * but a `stop` / `hibernate` spot instance is started again by EC2 and can be interrupted again: the notices
+ * queue tells those episodes apart by deadline and stores the later ones as `<id>~<n>` (src/notice-episodes.ts).
  */
 export const INTERRUPTION_IDENTITY = 'interruption-episode';
 /** Identity of a rebalance recommendation: at most one per instance, whichever source reports it. */

@@ -22,7 +22,18 @@ export const AZURE_EVENT_TYPES: Record<string, { kind: NoticeKind; action: Notic
   Freeze: { kind: 'maintenance', action: 'freeze' },
 };
 
-/** A Spot VM eviction (ResourceAnnotated); the annotation comes after the fact, the VM has ~30 s. */
+/**
+ * A Spot VM eviction (ResourceAnnotated); the annotation comes after the fact, the VM has ~30 s.
+ *
+ * Its notice cannot share the id of the same eviction's `Preempt` scheduled event: the documented annotation
+ * payload carries its own id (`resourceInfo.name`), `targetResourceId` and `occurredTime`, the scheduled event
+ * `EventId`, `Resources` and `NotBefore` — neither names the other, and how `occurredTime` relates to
+ * `NotBefore` is not documented (merging by time could also swallow an eviction into a user's `Terminate` a
+ * few minutes out, with its longer deadline). So it is keyed by the annotation id: a second job, which is
+ * harmless — it arrives after the `Preempt` notice was planned, and the planner only takes tasks still
+ * `running`, so it plans nothing new. Each new eviction has new ids on both sides, so Azure needs no episodes
+ * (src/notice-episodes.ts).
+ */
 export const AZURE_PREEMPTED_ANNOTATION = 'VirtualMachinePreempted';
 export const AZURE_PREEMPTION_WINDOW_MS = 30_000;
 

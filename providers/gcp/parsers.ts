@@ -19,6 +19,10 @@ export const GCP_TERMINATE_MAINTENANCE_DEADLINE_MS = 60_000;
  * Identity of a preemption (see `noticeIdentity`): a VM is preempted once per episode, and the two sources
  * share nothing else — the metadata server gives no event id and the audit log's timestamp is not the time
  * the node saw `preempted=TRUE` — so the same preemption seen both ways is one notice id.
+ *
+ * A preemptible / Spot VM with the stop termination action can be started again and preempted again under the
+ * same instance id, so this id recurs: the notices queue tells the episodes apart by deadline and stores the
+ * later ones as `<id>~<n>` (src/notice-episodes.ts). Both sources' deadlines are within seconds of each other.
  */
 export const GCP_PREEMPTION_IDENTITY = 'interruption-episode';
 
