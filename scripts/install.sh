@@ -24,7 +24,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 npm run --silent build
 
-# The CUDA checkpoint helper (dlopens libcuda.so.1 at run time; builds without a GPU or CUDA toolkit).
-if [ -f scripts/build-cuda-helper.sh ]; then
-  bash scripts/build-cuda-helper.sh >/dev/null || echo "install: the CUDA checkpoint helper did not build; GPU tasks will use NVIDIA's cuda-checkpoint if it is on PATH"
+# The native programs: the CUDA checkpoint helper (dlopens libcuda.so.1 at run time; builds without a GPU or CUDA
+# toolkit) and the page pump (moves a dump's pages to the target outside the agent's event loop).
+if [ -f scripts/build-native.sh ]; then
+  bash scripts/build-native.sh >/dev/null || echo "install: a native program did not build; GPU tasks will use NVIDIA's cuda-checkpoint if it is on PATH, and the agent pumps pages itself"
 fi

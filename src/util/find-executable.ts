@@ -42,3 +42,12 @@ export async function findOnPath(name: string): Promise<string | undefined> {
   }
   return undefined;
 }
+
+/**
+ * A binary the project builds (`native/build/NAME`, or `.spotwatch/bin/NAME` in a bundle), found above this
+ * module or the cwd; `explicit` (a path from the environment) wins when it is executable.
+ */
+export async function findProjectExecutable(name: string, explicit?: string, from: string = dirname(new URL(import.meta.url).pathname)): Promise<string | undefined> {
+  if (explicit) return (await isExecutable(explicit)) ? explicit : undefined;
+  return findAbove(from, [['native', 'build', name], ['.spotwatch', 'bin', name]]);
+}

@@ -55,6 +55,7 @@ import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
 import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
 import { startCriu } from './criu-process.js';
+import { locatePagePump, startNativePagePump } from './native-page-pump.js';
 import type { CriuExit } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
 import { PAGE_CHANNEL_WAIT_MS, isPlainSocket, takePageChannel } from './page-channel.js';
@@ -554,15 +555,19 @@ export class CriuEngine implements CheckpointEngine {
         ...(dest.kind === 'stream' ? { pageServer: { psSocketFd: 3 } } : {}),
         ...(this.opts.extraDumpArgs ? { extraArgs: this.opts.extraDumpArgs } : {}),
       });
+      const pumpBinary = channel ? await locatePagePump() : undefined;
       const dumpStart = Date.now();
       progress({ phase: 'dump', bytes: 0, estimatedBytes: estimate.imageBytes });
       const run = startCriu(criu.path, args, { pageSocket: dest.kind === 'stream', deadline: req.deadline, signal: guard.signal });
       let relayError: unknown;
       let relay: Promise<number> = Promise.resolve(0);
       if (sender && run.pageSocket && channel) {
-        // Pages go unframed into the direct channel, whose other end is the target's page server.
+        // Pages go unframed into the direct channel, whose other end is the target's page server: through the
+        // native pump when it is built (native-page-pump.ts), else through this event loop.
         const ch = channel;
-        relay = pumpPages(run.pageSocket, ch, (bytes) => progress({ phase: 'transfer', bytes: sender!.bytesSent + bytes, estimatedBytes: estimate.imageBytes })).catch((err: unknown) => {
+        const onPageBytes = (bytes: number): void => progress({ phase: 'transfer', bytes: sender!.bytesSent + bytes, estimatedBytes: estimate.imageBytes });
+        const pump = pumpBinary ? startNativePagePump(pumpBinary, ch, run.pageSocket, onPageBytes) : undefined;
+        relay = (pump ? pump.done : pumpPages(run.pageSocket, ch, onPageBytes)).catch((err: unknown) => {
           relayError = err;
           run.kill('abort');
           return 0;
@@ -571,6 +576,7 @@ export class CriuEngine implements CheckpointEngine {
         sender.onFailure((err) => {
           relayError ??= err;
           ch.destroy();
+          pump?.kill();
           run.kill('abort');
         });
       } else if (sender && run.pageSocket) {

@@ -137,7 +137,7 @@ export class ImageStreamError extends Error {
   }
 }
 
-function transportError(message: string, cause?: unknown): ImageStreamError {
+export function transportError(message: string, cause?: unknown): ImageStreamError {
   return new ImageStreamError({ code: 'TRANSPORT_FAILED', status: 'retryable', message }, false, { cause });
 }
 
