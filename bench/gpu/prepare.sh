@@ -6,6 +6,7 @@
 #   criu.tar.xz               the project's private CRIU (.criu/, scripts/install-criu.sh): own loader and libraries
 #   redis.tar.xz              redis-server with every library it loads and a wrapper that runs it through them
 #   cuda-checkpoint-helper    native/cuda-checkpoint-helper.c built here (run.sh rebuilds it there when gcc exists)
+#   page-pump                 native/page-pump.c built here (likewise): moves the dump's pages on the agent path
 #   migrate.mjs               bench/gpu/migrate.ts with the CUDA hook and the CRIU engine's code, bundled (esbuild)
 #   spotwatch.mjs             the CLI (dist/src/cli/run.js: run `npm run build` first) bundled for the agent path, the
 #                             cloud SDKs left out (loaded lazily, never on this path) and @kubernetes/client-node
@@ -58,9 +59,10 @@ EOF
   rm -rf "$t"
 fi
 
-# helper
-bash scripts/build-cuda-helper.sh >/dev/null
+# native programs (run.sh rebuilds them there when gcc exists)
+bash scripts/build-native.sh >/dev/null
 cp -f native/build/cuda-checkpoint-helper "$B/cuda-checkpoint-helper"
+cp -f native/build/page-pump "$B/page-pump"
 
 # bundles
 ESBUILD="$ROOT/node_modules/.bin/esbuild"

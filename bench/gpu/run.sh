@@ -82,9 +82,16 @@ if [ -z "$HELPER" ] || [ ! -x "$HELPER" ]; then
   HELPER="$W/bin/cuda-checkpoint-helper.prebuilt"
   cp -f "$B/cuda-checkpoint-helper" "$HELPER" || die "no CUDA helper"
 fi
-export SPOTWATCH_CUDA_HELPER="$HELPER" SPOTWATCH_CRIU="$CRIU" SPOTWATCH_REDIS_SERVER="$REDIS"
+# The page pump (native/page-pump.c): the agents' source side hands it the dump's pages (SPOTWATCH_PAGE_PUMP=node
+# measures the agent's own pump instead).
+PUMP=$(SPOTWATCH_NATIVE_OUT="$W/bin" SPOTWATCH_NATIVE_REBUILD=1 bash "$ROOT/scripts/build-native.sh" page-pump 2>/dev/null | tail -n1)
+if [ -z "$PUMP" ] || [ ! -x "$PUMP" ]; then
+  PUMP="$W/bin/page-pump.prebuilt"
+  cp -f "$B/page-pump" "$PUMP" || die "no page pump"
+fi
+export SPOTWATCH_CUDA_HELPER="$HELPER" SPOTWATCH_CRIU="$CRIU" SPOTWATCH_REDIS_SERVER="$REDIS" SPOTWATCH_PAGE_PUMP_BIN="$PUMP"
 
-log "node $("$NODE" --version) ($NODE); $("$CRIU" --version | head -n1) ($CRIU); $("$REDIS" --version | cut -d' ' -f1-3); helper $HELPER"
+log "node $("$NODE" --version) ($NODE); $("$CRIU" --version | head -n1) ($CRIU); $("$REDIS" --version | cut -d' ' -f1-3); helper $HELPER; page pump $PUMP (${SPOTWATCH_PAGE_PUMP:-native})"
 log "helper probe: $("$HELPER" probe)"
 log "helper state of pid 1 (not a CUDA process): $("$HELPER" state 1)"
 criu_check=$("$CRIU" check 2>&1 | tail -n 3)
@@ -205,7 +212,8 @@ run_agents() {
   local dropped=false
   [ "$BENCH_TASK" = toy ] || dropped=$(drop_caches)
   log "$c: agent path: two agents, spotwatch run on node-a, interruption after $MIGRATE_AT tokens (page cache dropped: $dropped)"
-  "$NODE" "$B/agents.mjs" migrate --label "$c" --node "$NODE" --cli "$B/spotwatch.mjs" --redis-url "redis://127.0.0.1:$port" \
+  # Under a subreaper (bench/gpu/subreaper.py): the source task's zombie is reaped at once, as on a real node.
+  "${PY:-python3}" "$ROOT/bench/gpu/subreaper.py" "$NODE" "$B/agents.mjs" migrate --label "$c" --node "$NODE" --cli "$B/spotwatch.mjs" --redis-url "redis://127.0.0.1:$port" \
     --initial-rates "${SPOTWATCH_GPU_INITIAL_RATES:-stream=1.3GB,restore=1.4GB,gpu=1.5GB}" \
     --base-dir "$IMG" --task-args "$task_args" --tokens "$tokens" "${timings[@]}" --reference-tokens "$R/$c.ref.tokens" \
     --log "$R/$c.agents.log" --agent-logs "$R" --result "$R/$c.agents.migrate.json" --migrate-at "$MIGRATE_AT" \
