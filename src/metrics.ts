@@ -28,6 +28,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly drainReleasedTotal = new Counter({
+    name: 'spotwatch_drain_released_total',
+    help: 'Drains lifted by a node that came back after its notice (the notice is over): rebooted (a stopped or preempted instance started again), resumed (from hibernation), other-instance (the node id now belongs to another machine).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly detectionToEnqueueSeconds = new Histogram({
     name: 'spotwatch_detection_to_enqueue_seconds',
     help: 'Time from detecting a notice to its job being durably stored in Redis.',

@@ -15,6 +15,8 @@ import { CriuEngine } from '../engines/criu/index.js';
 import { CudaCheckpointHook, queryGpus } from '../engines/cuda/index.js';
 import { NodeRuntime } from '../migration/node-runtime.js';
 import type { NodeDrainer } from '../k8s/node-drainer.js';
+import { procBootClock, type BootClock } from './boot-clock.js';
+import { StaleDrainReleaser } from './stale-drain.js';
 
 /** The whole shutdown must fit in this (Kubernetes' and systemd's grace periods are longer). */
 export const SHUTDOWN_BUDGET_MS = 5_000;
@@ -30,6 +32,8 @@ export interface AgentDeps {
   engine?: CheckpointEngine;
   /** Kubernetes actions on this node (cordon, taint, Event, eviction of pods that are not migrated). */
   drainer?: NodeDrainer | undefined;
+  /** When this machine booted (and whether it slept since): /proc by default; tests play reboots with their own. */
+  bootClock?: BootClock;
 }
 
 /**
@@ -48,6 +52,7 @@ export class Agent {
   private ops: OpsServer | undefined;
   private identityValue: InstanceIdentity | undefined;
   private runtime: NodeRuntime | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: AgentDeps) {
     const { config } = deps;
@@ -123,6 +128,7 @@ export class Agent {
         },
       });
       await this.runtime.start();
+      await this.startDrainRelease(this.runtime, this.identityValue.instanceId);
     }
     this.watcher.start((notice) => this.handle(notice));
     this.logger.info({ endpoint: this.deps.endpoint, pollIntervalMs: this.deps.config.pollIntervalMs }, 'watching for interruption notices');
@@ -131,6 +137,7 @@ export class Agent {
   /** Stops watching, finishes in-flight deliveries and closes connections, within SHUTDOWN_BUDGET_MS. */
   async stop(): Promise<void> {
     this.startAbort.abort();
+    if (this.drainTimer) clearInterval(this.drainTimer);
     const work = (async () => {
       await this.watcher.stop();
       await Promise.allSettled([...this.clusterWork]);
@@ -165,6 +172,30 @@ export class Agent {
         },
       },
     };
+  }
+
+  /**
+   * A node that comes back after an interruption (a stopped or hibernated spot instance started again, a
+   * preempted VM restarted) still carries the drain of its old notice: lift it when that notice is over, now
+   * and on every heartbeat tick (a resume from hibernation does not restart the agent).
+   */
+  private async startDrainRelease(runtime: NodeRuntime, instanceId: string): Promise<void> {
+    let releaser: StaleDrainReleaser;
+    try {
+      releaser = new StaleDrainReleaser({ registry: runtime.registry, nodeId: this.nodeId, instanceId, clock: this.deps.bootClock ?? procBootClock, logger: this.logger, metrics: this.metrics });
+    } catch (err) {
+      // Without a boot time no drain can be told apart from a live one: leave them all to the planner.
+      this.logger.warn({ err: describeError(err) }, 'boot time unknown: a drain left from an earlier interruption is not lifted');
+      return;
+    }
+    await releaser.check();
+    let running = false;
+    this.drainTimer = setInterval(() => {
+      if (running) return;
+      running = true;
+      void releaser.check().finally(() => (running = false));
+    }, this.deps.config.heartbeatMs);
+    this.drainTimer.unref();
   }
 
   private readonly clusterWork = new Set<Promise<void>>();

@@ -97,7 +97,9 @@ export class Planner {
     }
     if (decision === 'ignore') return { noticeId: notice.id, nodeId, decision, why, tasks: [] };
 
-    await this.o.registry.setDraining(nodeId, true, notice.id);
+    // When, and for which instance and deadline: the node's agent, back after the interruption (a stopped or
+    // preempted instance started again), lifts a drain that is over instead of idling forever.
+    await this.o.registry.setDraining(nodeId, true, notice.id, { instanceId: notice.instanceId, deadline: notice.deadline ? Date.parse(notice.deadline) : undefined, at: now });
     const deadline = notice.deadline ? Date.parse(notice.deadline) : now + this.o.noDeadlineWindowMs;
     const tasks = (await this.o.registry.tasksOnNode(nodeId))
       .filter((t) => t.nodeId === nodeId && t.state === 'running')

@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
 import type { Lifecycle } from '../provider.js';
+import { RELEASE_STALE_DRAIN_SCRIPT, SET_DRAINING_SCRIPT } from './drain-scripts.js';
 import { RESERVE_SCRIPT } from './reserve-script.js';
-import type { MigrationRecord, NodeRecord, TaskRecord } from './types.js';
+import type { DrainCause, MigrationRecord, NodeRecord, StaleDrainResult, TaskRecord } from './types.js';
 
 /**
  * The cluster registry in Redis: nodes (heartbeat with a TTL), tasks, migrations, capacity reservations and
@@ -16,6 +17,8 @@ export class Registry {
     this.redis.on('error', () => {});
     this.ns = `${prefix}:sw`;
     this.redis.defineCommand('spotwatchReserve', { lua: RESERVE_SCRIPT });
+    this.redis.defineCommand('spotwatchSetDraining', { lua: SET_DRAINING_SCRIPT, numberOfKeys: 1 });
+    this.redis.defineCommand('spotwatchReleaseStaleDrain', { lua: RELEASE_STALE_DRAIN_SCRIPT, numberOfKeys: 1 });
   }
 
   private key(...parts: string[]): string {
@@ -67,8 +70,47 @@ export class Registry {
     return (await this.redis.get(this.key('instance', provider, instanceId))) ?? undefined;
   }
 
-  async setDraining(nodeId: string, draining: boolean, noticeId: string): Promise<void> {
-    await this.redis.hset(this.key('node', nodeId), { draining: draining ? '1' : '0', noticeId });
+  /**
+   * Marks the node draining for a notice (it takes no new work), or takes work again (`draining` false: a
+   * cancelled notice). `cause` records when and for which instance and deadline, so that the node, once it comes
+   * back from the interruption, can lift a drain that is over (see {@link releaseStaleDrain}); without it the
+   * node drains with no such record and stays draining until a cancellation.
+   */
+  async setDraining(nodeId: string, draining: boolean, noticeId: string, cause?: DrainCause): Promise<void> {
+    const at = cause?.at ?? Date.now();
+    const deadline = cause?.deadline !== undefined && Number.isFinite(cause.deadline) ? String(Math.round(cause.deadline)) : '';
+    await (this.redis as unknown as DrainCommands).spotwatchSetDraining(
+      this.key('node', nodeId),
+      draining ? '1' : '0',
+      draining ? noticeId : '',
+      draining && cause ? String(Math.round(at)) : '',
+      draining ? deadline : '',
+      draining ? (cause?.instanceId ?? '') : '',
+    );
+  }
+
+  /**
+   * Lifts the node's drain when the notice behind it is over for this machine, atomically (a planner draining
+   * the node for a live notice at the same moment always wins). Called by the node's own agent with its
+   * instance id and the time since which the machine has run without interruption (boot or resume).
+   *
+   * Over means: the notice named another instance (a different machine now uses this node id), or the node was
+   * drained before `awakeSince` and the notice's deadline, if any, also lies before it (the node went down for
+   * the interruption and came back). `toleranceMs` absorbs clock skew between the planner and this machine.
+   */
+  async releaseStaleDrain(nodeId: string, self: { instanceId: string; awakeSince: number; toleranceMs: number }): Promise<StaleDrainResult> {
+    const reply = (await (this.redis as unknown as DrainCommands).spotwatchReleaseStaleDrain(
+      this.key('node', nodeId),
+      self.instanceId,
+      String(Math.floor(self.awakeSince)),
+      String(Math.max(0, Math.round(self.toleranceMs))),
+    )) as [string, string, string, string, string, string];
+    const [verdict, noticeId, reason, since, deadline, instanceId] = reply;
+    if (verdict !== 'cleared' && verdict !== 'kept') return { verdict: 'none' };
+    const times = { ...(since ? { drainingSince: Number(since) } : {}), ...(deadline ? { deadline: Number(deadline) } : {}) };
+    return verdict === 'cleared'
+      ? { verdict, noticeId, reason: reason as 'over' | 'other-instance', instanceId, ...times }
+      : { verdict, noticeId, reason: reason as 'current' | 'deadline-ahead' | 'unknown', instanceId, ...times };
   }
 
   async removeNode(nodeId: string): Promise<void> {
@@ -242,6 +284,11 @@ export class Registry {
 
 interface ReserveCommand {
   spotwatchReserve(numKeys: number, ...args: string[]): Promise<unknown>;
+}
+
+interface DrainCommands {
+  spotwatchSetDraining(key: string, ...args: string[]): Promise<unknown>;
+  spotwatchReleaseStaleDrain(key: string, ...args: string[]): Promise<unknown>;
 }
 
 function parseNode(h: Record<string, string>): NodeRecord {

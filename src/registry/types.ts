@@ -85,3 +85,24 @@ export interface MigrationRecord {
   targetsTried: string[];
   newPid?: number | undefined;
 }
+
+/** What drained a node: recorded with the flag so a node that comes back can tell a stale drain from a live one. */
+export interface DrainCause {
+  /** The instance the notice was about. */
+  instanceId: string;
+  /** The notice's deadline (ms since the epoch), when the cloud gave one. */
+  deadline?: number | undefined;
+  /** When the node was drained (ms since the epoch; default now). Kept from the first time for the same notice. */
+  at?: number | undefined;
+}
+
+/**
+ * The answer of {@link Registry.releaseStaleDrain}. `cleared`: the flag was lifted (`over`: the interruption
+ * happened before this machine's current run began; `other-instance`: the notice named another instance).
+ * `kept`: the node stays draining (`current`: drained during this run; `deadline-ahead`: drained earlier but its
+ * deadline is still to come; `unknown`: drained by an older spotwatch that did not record when).
+ */
+export type StaleDrainResult =
+  | { verdict: 'none' }
+  | { verdict: 'cleared'; noticeId: string; reason: 'over' | 'other-instance'; drainingSince?: number; deadline?: number; instanceId: string }
+  | { verdict: 'kept'; noticeId: string; reason: 'current' | 'deadline-ahead' | 'unknown'; drainingSince?: number; deadline?: number; instanceId: string };

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
-import { Agent } from '../../src/agent/agent.js';
+import { Agent, type AgentDeps } from '../../src/agent/agent.js';
 import { loadConfig, type Config, type ConfigKey } from '../../src/config.js';
 import { silentLogger } from '../../src/logger.js';
 import type { CloudProvider, EmulatorHandle, EmulatorOptions } from '../../src/provider.js';
@@ -16,7 +16,8 @@ export interface AgentHarness {
   config: Config;
   prefix: string;
   workDir: string;
-  startAgent(overrides?: Partial<Record<string, string>>): Promise<Agent>;
+  /** `deps`: extra agent dependencies (e.g. a boot clock that plays a reboot). */
+  startAgent(overrides?: Partial<Record<string, string>>, deps?: Pick<AgentDeps, 'bootClock'>): Promise<Agent>;
   control(command: string, body?: unknown): Promise<Record<string, unknown>>;
   jobs(): Promise<{ id: string; data: Record<string, unknown>; timestamp: number }[]>;
   close(): Promise<void>;
@@ -57,9 +58,9 @@ export async function agentHarness(provider: CloudProvider, redisUrl: string, op
     config,
     prefix,
     workDir,
-    async startAgent(overrides = {}) {
+    async startAgent(overrides = {}, deps = {}) {
       const { config: effective } = loadConfig({ ...inputs, ...overrides }, {});
-      const agent = new Agent({ config: effective, provider, endpoint: effective.metadataEndpoint ?? emulator.url, logger: silentLogger });
+      const agent = new Agent({ config: effective, provider, endpoint: effective.metadataEndpoint ?? emulator.url, logger: silentLogger, ...deps });
       agents.push(agent);
       await agent.start();
       return agent;
