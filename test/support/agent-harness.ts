@@ -16,8 +16,8 @@ export interface AgentHarness {
   config: Config;
   prefix: string;
   workDir: string;
-  /** `deps`: extra agent dependencies (e.g. a boot clock that plays a reboot). */
-  startAgent(overrides?: Partial<Record<string, string>>, deps?: Pick<AgentDeps, 'bootClock'>): Promise<Agent>;
+  /** `deps`: extra agent dependencies (a boot clock that plays a reboot, a logger whose lines a test reads). */
+  startAgent(overrides?: Partial<Record<string, string>>, deps?: Partial<Pick<AgentDeps, 'bootClock' | 'logger'>>): Promise<Agent>;
   control(command: string, body?: unknown): Promise<Record<string, unknown>>;
   jobs(): Promise<{ id: string; data: Record<string, unknown>; timestamp: number }[]>;
   close(): Promise<void>;
@@ -60,7 +60,7 @@ export async function agentHarness(provider: CloudProvider, redisUrl: string, op
     workDir,
     async startAgent(overrides = {}, deps = {}) {
       const { config: effective } = loadConfig({ ...inputs, ...overrides }, {});
-      const agent = new Agent({ config: effective, provider, endpoint: effective.metadataEndpoint ?? emulator.url, logger: silentLogger, ...deps });
+      const agent = new Agent({ config: effective, provider, endpoint: effective.metadataEndpoint ?? emulator.url, ...deps, logger: deps.logger ?? silentLogger });
       agents.push(agent);
       await agent.start();
       return agent;
