@@ -35,6 +35,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly noticePlansTotal = new Counter({
+    name: 'spotwatch_notice_plans_total',
+    help: 'Notices planned, by decision: migrate, ignore, cancel, unknown-node (no node registered for the instance, or its record is gone), instance-replaced (a late notice for an instance whose node id another machine now uses: nothing drained or migrated).',
+    labelNames: ['decision'] as const,
+    registers: [this.registry],
+  });
+
   readonly detectionToEnqueueSeconds = new Histogram({
     name: 'spotwatch_detection_to_enqueue_seconds',
     help: 'Time from detecting a notice to its job being durably stored in Redis.',

@@ -32,7 +32,9 @@ export interface StaleDrainReleaserOptions {
  * costs one round trip while the node is not draining).
  *
  * Node ids reused by another machine (a new instance that got the old one's hostname or Kubernetes node name):
- * the drain of a notice about another instance does not apply to this machine and is lifted too.
+ * the drain of a notice about another instance does not apply to this machine and is lifted too. The planner no
+ * longer sets such drains (it checks the node's instance atomically with the drain); this lifts those an older
+ * spotwatch set.
  */
 export class StaleDrainReleaser {
   private readonly tracker: AwakeTracker;

@@ -1,4 +1,4 @@
-import type { MigrationRecord, NodeRecord, TaskRecord } from '../registry/types.js';
+import type { MigrationRecord, NodeState, TaskRecord } from '../registry/types.js';
 import { EXIT, type CliIo } from './io.js';
 import { openRegistry, parseClientArgs } from './client-config.js';
 
@@ -15,6 +15,30 @@ function table(headers: string[], rows: string[][]): string {
 const size = (bytes: number) => (bytes >= GiB ? `${(bytes / GiB).toFixed(1)} GiB` : `${Math.round(bytes / MiB)} MiB`);
 const secs = (ms: number | undefined) => (ms === undefined ? '—' : ms < 10_000 ? `${(Math.round(ms / 10) / 100).toFixed(2)} s` : `${(Math.round(ms / 100) / 10).toFixed(1)} s`);
 
+/** A span of time, coarse enough to read at a glance: `45s`, `1m12s`, `2h05m`. */
+export function span(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/**
+ * The DRAINING cell: `no`, or why and until when — `yes (<notice id>, deadline in 1m12s)`; a deadline that has
+ * passed shows as `deadline 3m05s ago`, a notice without one as `since 40s` (when the drain was set). A drain
+ * for another instance than the node's own (its node id was reused; the agent lifts it on its next tick) says
+ * `for <instance>`. Drains set by an older spotwatch record only the notice id.
+ */
+export function drainingCell(n: NodeState, now: number): string {
+  if (!n.draining) return 'no';
+  const parts = [n.noticeId || 'no notice'];
+  const d = n.drain;
+  if (d?.instanceId && d.instanceId !== n.instanceId) parts.push(`for ${d.instanceId}`);
+  if (d?.deadline !== undefined) parts.push(d.deadline >= now ? `deadline in ${span(d.deadline - now)}` : `deadline ${span(now - d.deadline)} ago`);
+  else if (d?.since !== undefined) parts.push(`since ${span(now - d.since)}`);
+  return `yes (${parts.join(', ')})`;
+}
+
 /** `[#####-----] 52%` of bytes sent against the estimate. */
 export function progressBar(done: number, total: number, width = 20): string {
   const ratio = total > 0 ? Math.min(1, done / total) : 0;
@@ -29,7 +53,7 @@ export function renderTasks(tasks: TaskRecord[]): string {
   );
 }
 
-export function renderStatus(nodes: (NodeRecord & { healthy: boolean; reserved: number })[], tasks: TaskRecord[], migrations: MigrationRecord[], now = Date.now()): string {
+export function renderStatus(nodes: (NodeState & { reserved: number })[], tasks: TaskRecord[], migrations: MigrationRecord[], now = Date.now()): string {
   const inflight = migrations.filter((m) => !m.outcome);
   const finished = migrations.filter((m) => m.outcome);
   return [
@@ -39,7 +63,7 @@ export function renderStatus(nodes: (NodeRecord & { healthy: boolean; reserved: 
       nodes.map((n) => [
         n.id,
         n.healthy ? 'healthy' : 'stale',
-        n.draining ? `yes (${n.noticeId.slice(0, 16)})` : 'no',
+        drainingCell(n, now),
         n.lifecycle,
         n.capacityPool,
         size(n.memFreeBytes),

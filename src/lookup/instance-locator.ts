@@ -112,13 +112,15 @@ export class ChainedInstanceLocator implements InstanceLocator {
  */
 export function registryLookupFrom(registry: {
   nodeByInstance(provider: string, instanceId: string): Promise<string | undefined>;
-  getNode(id: string): Promise<{ id: string; zone?: string; lifecycle?: Lifecycle; capacityPool?: string; draining?: boolean; healthy?: boolean } | undefined>;
+  getNode(id: string): Promise<{ id: string; instanceId?: string; zone?: string; lifecycle?: Lifecycle; capacityPool?: string; draining?: boolean; healthy?: boolean } | undefined>;
 }): RegistryLookup {
   return async (provider, instanceId) => {
     const nodeId = await registry.nodeByInstance(provider, instanceId);
     if (!nodeId) return undefined;
     const node = await registry.getNode(nodeId);
     if (!node) return { nodeId };
+    // The lookup entry outlives its instance: a node id since reused by another machine is not this instance's.
+    if (node.instanceId && node.instanceId !== instanceId) return undefined;
     return {
       nodeId: node.id,
       zone: node.zone || undefined,

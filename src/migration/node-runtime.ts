@@ -177,6 +177,7 @@ export class NodeRuntime {
   private async planJob(job: Job): Promise<unknown> {
     const notice = noticeSchema.parse(job.data);
     const plan = await this.planner.planNotice(notice);
+    this.o.metrics.noticePlansTotal.inc({ decision: plan.decision });
     for (const task of plan.tasks) {
       if (task.decision === 'fallback') this.o.metrics.migrationsTotal.inc({ outcome: 'fallback', reason: task.reason.split(':')[0] ?? 'unknown' });
     }

@@ -47,12 +47,20 @@ export interface TaskPlan {
   estimatedMs: number;
 }
 
+/**
+ * What the planner made of a notice. `decision` is a stable code: `migrate` (node drained, tasks planned),
+ * `ignore` (policy: e.g. a rebalance recommendation), `cancel` (node takes work again), `unknown-node` (no node
+ * is registered for the instance, or its record is gone), `instance-replaced` (the node id now belongs to another
+ * instance, `nodeInstanceId`: the notice is about a machine that is gone — nothing drained, nothing migrated).
+ */
 export interface NoticePlan {
   noticeId: string;
   nodeId?: string;
-  decision: 'migrate' | 'ignore' | 'cancel' | 'unknown-node';
+  decision: 'migrate' | 'ignore' | 'cancel' | 'unknown-node' | 'instance-replaced';
   why: string;
   tasks: TaskPlan[];
+  /** With `instance-replaced`: the instance the node runs now. */
+  nodeInstanceId?: string;
 }
 
 const MB = 1024 * 1024;
@@ -86,27 +94,50 @@ export class Planner {
     };
   }
 
+  /**
+   * Plans one notice (see the class). The notice names an instance; the node it maps to must still run that
+   * instance, or the notice is about a machine that is gone — a node id (Kubernetes node name, hostname,
+   * `--node-id`) reused by a new instance, and a notice for the old one delivered late (bridge retries, a spool
+   * drained late). Then nothing is drained, dispatched or migrated (`instance-replaced`) and the stale lookup
+   * entry is removed. The check is repeated atomically with the drain, so a new machine's first heartbeat cannot
+   * slip in between.
+   *
+   * Which instance a node runs is what its agent last heartbeated, live or not: a node whose heartbeat merely
+   * lapsed (its agent cut off from Redis for a moment) under the noticed instance is planned as before — its
+   * jobs wait on its queue, reservations expire if nobody runs them. A node with no record at all has had no agent
+   * since it was removed (every heartbeat rewrites it), so nothing of it could be checkpointed: `unknown-node`,
+   * and the lookup entry goes too.
+   */
   async planNotice(notice: Notice, now = Date.now()): Promise<NoticePlan> {
     const { decision, why } = decide(notice, this.o.policy);
     const nodeId = await this.o.registry.nodeByInstance(notice.provider, notice.instanceId);
     if (!nodeId) return { noticeId: notice.id, decision: 'unknown-node', why: `no agent has registered ${notice.provider} instance ${notice.instanceId}`, tasks: [] };
-    await this.o.dispatch(nodeId, { type: 'noticed', notice });
+    const source = await this.o.registry.getNode(nodeId);
+    if (source?.instanceId !== notice.instanceId) return this.instanceGone(notice, nodeId, source?.instanceId);
+    const guard = { nodeRunsInstance: notice.instanceId };
     if (decision === 'cancel') {
-      await this.o.registry.setDraining(nodeId, false, '');
+      const undrained = await this.o.registry.setDraining(nodeId, false, '', undefined, guard);
+      if (undrained.verdict !== 'set') return this.instanceGone(notice, nodeId, undrained.verdict === 'other-instance' ? undrained.instanceId : undefined);
+      await this.o.dispatch(nodeId, { type: 'noticed', notice });
       return { noticeId: notice.id, nodeId, decision, why: `${why}: node ${nodeId} takes work again`, tasks: [] };
     }
-    if (decision === 'ignore') return { noticeId: notice.id, nodeId, decision, why, tasks: [] };
+    if (decision === 'ignore') {
+      await this.o.dispatch(nodeId, { type: 'noticed', notice });
+      return { noticeId: notice.id, nodeId, decision, why, tasks: [] };
+    }
 
     // When, and for which instance and deadline: the node's agent, back after the interruption (a stopped or
     // preempted instance started again), lifts a drain that is over instead of idling forever.
-    await this.o.registry.setDraining(nodeId, true, notice.id, { instanceId: notice.instanceId, deadline: notice.deadline ? Date.parse(notice.deadline) : undefined, at: now });
+    const drained = await this.o.registry.setDraining(nodeId, true, notice.id, { instanceId: notice.instanceId, deadline: notice.deadline ? Date.parse(notice.deadline) : undefined, at: now }, guard);
+    if (drained.verdict !== 'set') return this.instanceGone(notice, nodeId, drained.verdict === 'other-instance' ? drained.instanceId : undefined);
+    // After the guarded drain, so a notice about a machine that is gone never reaches (cordons) the new one.
+    await this.o.dispatch(nodeId, { type: 'noticed', notice });
     const deadline = notice.deadline ? Date.parse(notice.deadline) : now + this.o.noDeadlineWindowMs;
     const tasks = (await this.o.registry.tasksOnNode(nodeId))
       .filter((t) => t.nodeId === nodeId && t.state === 'running')
       .sort((a, b) => b.priority - a.priority || a.startedAt - b.startedAt);
     const rates = { ...this.o.defaultRates, ...(await this.o.registry.rates()) };
     const nodes = await this.nodes(now);
-    const source = await this.o.registry.getNode(nodeId);
 
     const plans: TaskPlan[] = [];
     // Checkpoints on one source run one after the other, so each task's finish time includes those before it.
@@ -163,6 +194,23 @@ export class Planner {
     await this.o.dispatch(nodeId, { type: 'drained', notice });
     this.o.logger.info({ noticeId: notice.id, nodeId, tasks: plans }, 'notice planned');
     return { noticeId: notice.id, nodeId, decision: 'migrate', why, tasks: plans };
+  }
+
+  /**
+   * The notice's instance no longer runs as `nodeId` (`current`: the instance the node's record names now;
+   * undefined: the node has no record). Plans nothing, and removes the lookup entry that led here.
+   */
+  private async instanceGone(notice: Notice, nodeId: string, current: string | undefined): Promise<NoticePlan> {
+    const lookupRemoved = await this.o.registry.forgetInstance(notice.provider, notice.instanceId, nodeId);
+    const fields = { noticeId: notice.id, provider: notice.provider, instanceId: notice.instanceId, nodeId, nodeInstanceId: current, lookupRemoved };
+    if (current === undefined) {
+      const why = `node ${nodeId} of ${notice.provider} instance ${notice.instanceId} has no record (no agent runs there): nothing to migrate`;
+      this.o.logger.warn(fields, why);
+      return { noticeId: notice.id, nodeId, decision: 'unknown-node', why, tasks: [] };
+    }
+    const why = `notice for instance ${notice.instanceId} but node ${nodeId} now runs instance ${current}: nothing to migrate`;
+    this.o.logger.warn(fields, why);
+    return { noticeId: notice.id, nodeId, decision: 'instance-replaced', why, tasks: [], nodeInstanceId: current };
   }
 
   /** Reserves capacity for a task on the best target that has room, excluding `exclude` (for retries). */

@@ -1,6 +1,7 @@
 /**
- * Lua scripts for a node's `draining` flag. Both run atomically in Redis, so a release of a stale drain can never
- * undo a drain that a planner sets for a live notice at the same moment.
+ * Lua scripts for a node's `draining` flag and its instance → node lookup. Each runs atomically in Redis, so a
+ * release of a stale drain can never undo a drain that a planner sets for a live notice at the same moment, and a
+ * notice about a machine that is gone can never drain the machine that took over its node id.
  *
  * Fields of the node hash (`<prefix>:sw:node:<id>`) besides `draining` and `noticeId`:
  * - `drainingSince`: ms since the epoch (planner's clock) when the notice first drained the node;
@@ -9,12 +10,24 @@
  */
 
 /**
- * KEYS[1] node hash. ARGV: draining ('1' | '0'), noticeId, atMs, deadlineMs (or ''), instanceId.
+ * KEYS[1] node hash. ARGV: draining ('1' | '0'), noticeId, atMs, deadlineMs (or ''), instanceId, expected
+ * instance ('' for none).
  * Draining again for the same notice (at-least-once delivery, a re-plan) keeps the first `drainingSince`:
  * otherwise a re-delivered notice would look as if it came after a reboot that happened in between.
+ *
+ * With an expected instance the flag changes only while the node's record (its agent's last heartbeat) names that
+ * instance: a late notice about a machine that has since given its node id to another one must not drain — or,
+ * cancelled, undrain — the new machine. Checked in the same script as the write, so a heartbeat of a new machine
+ * can never slip in between. Returns { 'set' | 'other-instance' | 'missing', the record's instance id }.
  */
 export const SET_DRAINING_SCRIPT = `
 local key = KEYS[1]
+local expected = ARGV[6] or ''
+if expected ~= '' then
+  local current = redis.call('HGET', key, 'instanceId')
+  if not current then return { 'missing', '' } end
+  if current ~= expected then return { 'other-instance', current } end
+end
 if ARGV[1] == '1' then
   local cur = redis.call('HMGET', key, 'draining', 'noticeId', 'drainingSince')
   local since = ARGV[3]
@@ -23,7 +36,7 @@ if ARGV[1] == '1' then
 else
   redis.call('HSET', key, 'draining', '0', 'noticeId', '', 'drainingSince', '', 'drainingDeadline', '', 'drainingInstanceId', '')
 end
-return 1
+return { 'set', expected }
 `;
 
 /**
@@ -67,4 +80,21 @@ else
 end
 redis.call('HSET', key, 'draining', '0', 'noticeId', '', 'drainingSince', '', 'drainingDeadline', '', 'drainingInstanceId', '')
 return { 'cleared', noticeId, reason, sinceRaw, deadlineRaw, instance }
+`;
+
+/**
+ * KEYS[1] the instance → node lookup (`<prefix>:sw:instance:<provider>:<instance id>`), KEYS[2] the node hash.
+ * ARGV: nodeId, instanceId.
+ *
+ * Deletes the lookup when it still points to that node and the node's record no longer names that instance (or
+ * is gone): the instance has left the node id to another machine, and nothing else ever removes the entry. A
+ * heartbeat writes the record and the lookup in one transaction, so an instance that heartbeats again (it was
+ * not gone after all) always finds both restored; and a lookup re-pointed at another node is left alone.
+ * Returns 1 when deleted, 0 otherwise.
+ */
+export const FORGET_INSTANCE_SCRIPT = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'instanceId') == ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 `;

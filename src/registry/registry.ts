@@ -1,8 +1,9 @@
 import { Redis } from 'ioredis';
 import type { Lifecycle } from '../provider.js';
-import { RELEASE_STALE_DRAIN_SCRIPT, SET_DRAINING_SCRIPT } from './drain-scripts.js';
+import { SpotwatchError } from '../errors.js';
+import { FORGET_INSTANCE_SCRIPT, RELEASE_STALE_DRAIN_SCRIPT, SET_DRAINING_SCRIPT } from './drain-scripts.js';
 import { RESERVE_SCRIPT } from './reserve-script.js';
-import type { DrainCause, MigrationRecord, NodeRecord, StaleDrainResult, TaskRecord } from './types.js';
+import type { DrainCause, DrainWriteResult, MigrationRecord, NodeDrain, NodeRecord, NodeState, StaleDrainResult, TaskRecord } from './types.js';
 
 /**
  * The cluster registry in Redis: nodes (heartbeat with a TTL), tasks, migrations, capacity reservations and
@@ -19,6 +20,7 @@ export class Registry {
     this.redis.defineCommand('spotwatchReserve', { lua: RESERVE_SCRIPT });
     this.redis.defineCommand('spotwatchSetDraining', { lua: SET_DRAINING_SCRIPT, numberOfKeys: 1 });
     this.redis.defineCommand('spotwatchReleaseStaleDrain', { lua: RELEASE_STALE_DRAIN_SCRIPT, numberOfKeys: 1 });
+    this.redis.defineCommand('spotwatchForgetInstance', { lua: FORGET_INSTANCE_SCRIPT, numberOfKeys: 2 });
   }
 
   private key(...parts: string[]): string {
@@ -31,9 +33,12 @@ export class Registry {
   async heartbeat(node: NodeRecord, ttlMs: number): Promise<void> {
     const flat: Record<string, string> = {};
     for (const [k, v] of Object.entries(node)) flat[k] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
-    // `draining` and `noticeId` are owned by the planner once set; a heartbeat never clears them.
+    // `draining` and `noticeId` are owned by the planner once set; a heartbeat never clears them. `healthy` and
+    // `drain` are read-side views (a record read back and heartbeated again must not write them).
     delete flat.draining;
     delete flat.noticeId;
+    delete flat.healthy;
+    delete flat.drain;
     await this.redis
       .multi()
       .hset(this.key('node', node.id), flat)
@@ -45,29 +50,45 @@ export class Registry {
       .exec();
   }
 
-  async getNode(id: string): Promise<(NodeRecord & { healthy: boolean }) | undefined> {
+  /** The node's record, whether its heartbeat is live, and what drains it (when draining). */
+  async getNode(id: string): Promise<NodeState | undefined> {
     const [[, hash], [, alive]] = (await this.redis.multi().hgetall(this.key('node', id)).exists(this.key('alive', id)).exec()) as [[null, Record<string, string>], [null, number]];
     if (!hash || Object.keys(hash).length === 0) return undefined;
-    return { ...parseNode(hash), healthy: alive === 1 };
+    return nodeState(hash, alive === 1);
   }
 
-  async listNodes(): Promise<(NodeRecord & { healthy: boolean })[]> {
+  async listNodes(): Promise<NodeState[]> {
     const ids = (await this.redis.smembers(this.key('nodes'))).sort();
     if (ids.length === 0) return [];
     const pipeline = this.redis.pipeline();
     for (const id of ids) pipeline.hgetall(this.key('node', id)).exists(this.key('alive', id));
     const results = (await pipeline.exec()) ?? [];
-    const nodes: (NodeRecord & { healthy: boolean })[] = [];
+    const nodes: NodeState[] = [];
     for (let i = 0; i < ids.length; i++) {
       const hash = results[i * 2]?.[1] as Record<string, string> | undefined;
       if (!hash || Object.keys(hash).length === 0) continue;
-      nodes.push({ ...parseNode(hash), healthy: results[i * 2 + 1]?.[1] === 1 });
+      nodes.push(nodeState(hash, results[i * 2 + 1]?.[1] === 1));
     }
     return nodes;
   }
 
+  /**
+   * The node an instance last heartbeated as. Only a hint: the entry outlives the instance (a node id reused by a
+   * new machine leaves it pointing at the node), so check the node's record before acting on it (see
+   * {@link setDraining}'s guard and {@link forgetInstance}).
+   */
   async nodeByInstance(provider: string, instanceId: string): Promise<string | undefined> {
     return (await this.redis.get(this.key('instance', provider, instanceId))) ?? undefined;
+  }
+
+  /**
+   * Removes the instance → node lookup entry of an instance that no longer runs as that node, atomically: only
+   * while the entry still points to `nodeId` and the node's record names another instance or is gone. Returns
+   * whether it was removed (false: already gone, re-pointed, or the instance heartbeated as the node again).
+   */
+  async forgetInstance(provider: string, instanceId: string, nodeId: string): Promise<boolean> {
+    const removed = await (this.redis as unknown as DrainCommands).spotwatchForgetInstance(this.key('instance', provider, instanceId), this.key('node', nodeId), nodeId, instanceId);
+    return removed === 1;
   }
 
   /**
@@ -75,18 +96,30 @@ export class Registry {
    * cancelled notice). `cause` records when and for which instance and deadline, so that the node, once it comes
    * back from the interruption, can lift a drain that is over (see {@link releaseStaleDrain}); without it the
    * node drains with no such record and stays draining until a cancellation.
+   *
+   * `guard.nodeRunsInstance`: write only while the node's record (its agent's last heartbeat) names that instance,
+   * checked atomically with the write. A notice names an instance; its node id may since have passed to another
+   * machine, which a late notice must neither drain nor undrain. Without a guard the write always happens.
+   *
+   * @throws SpotwatchError `REGISTRY_REPLY_INVALID` when Redis answers with something the script never returns.
    */
-  async setDraining(nodeId: string, draining: boolean, noticeId: string, cause?: DrainCause): Promise<void> {
+  async setDraining(nodeId: string, draining: boolean, noticeId: string, cause?: DrainCause, guard?: { nodeRunsInstance: string }): Promise<DrainWriteResult> {
     const at = cause?.at ?? Date.now();
     const deadline = cause?.deadline !== undefined && Number.isFinite(cause.deadline) ? String(Math.round(cause.deadline)) : '';
-    await (this.redis as unknown as DrainCommands).spotwatchSetDraining(
+    const reply = await (this.redis as unknown as DrainCommands).spotwatchSetDraining(
       this.key('node', nodeId),
       draining ? '1' : '0',
       draining ? noticeId : '',
       draining && cause ? String(Math.round(at)) : '',
       draining ? deadline : '',
       draining ? (cause?.instanceId ?? '') : '',
+      guard?.nodeRunsInstance ?? '',
     );
+    const [verdict, instanceId] = Array.isArray(reply) ? (reply as unknown[]) : [];
+    if (verdict === 'set') return { verdict };
+    if (verdict === 'missing') return { verdict };
+    if (verdict === 'other-instance' && typeof instanceId === 'string') return { verdict, instanceId };
+    throw new SpotwatchError('REGISTRY_REPLY_INVALID', `setting the draining flag of node ${nodeId} got an unexpected reply from Redis: ${JSON.stringify(reply)}`);
   }
 
   /**
@@ -289,6 +322,24 @@ interface ReserveCommand {
 interface DrainCommands {
   spotwatchSetDraining(key: string, ...args: string[]): Promise<unknown>;
   spotwatchReleaseStaleDrain(key: string, ...args: string[]): Promise<unknown>;
+  spotwatchForgetInstance(lookupKey: string, nodeKey: string, ...args: string[]): Promise<unknown>;
+}
+
+function nodeState(hash: Record<string, string>, healthy: boolean): NodeState {
+  const node = parseNode(hash);
+  return node.draining ? { ...node, healthy, drain: parseDrain(hash, node.noticeId) } : { ...node, healthy };
+}
+
+/** The drain's record (see drain-scripts.ts); fields an older spotwatch did not write stay absent. */
+function parseDrain(h: Record<string, string>, noticeId: string): NodeDrain {
+  const ms = (k: string) => (h[k] && Number.isFinite(Number(h[k])) ? Number(h[k]) : undefined);
+  const drain: NodeDrain = { noticeId };
+  const since = ms('drainingSince');
+  const deadline = ms('drainingDeadline');
+  if (since !== undefined) drain.since = since;
+  if (deadline !== undefined) drain.deadline = deadline;
+  if (h.drainingInstanceId) drain.instanceId = h.drainingInstanceId;
+  return drain;
 }
 
 function parseNode(h: Record<string, string>): NodeRecord {

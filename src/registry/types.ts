@@ -96,6 +96,27 @@ export interface DrainCause {
   at?: number | undefined;
 }
 
+/** What drains a node, as recorded with the flag (fields the planner set; absent where it did not record them). */
+export interface NodeDrain {
+  noticeId: string;
+  /** When the notice first drained the node (ms since the epoch, the planner's clock). */
+  since?: number | undefined;
+  /** The notice's deadline (ms since the epoch), when the cloud gave one. */
+  deadline?: number | undefined;
+  /** The instance the notice was about (another one than the node's own: a node id reused by a new machine). */
+  instanceId?: string | undefined;
+}
+
+/** A node as read from the registry: its record, whether its heartbeat is live, and its drain, if draining. */
+export type NodeState = NodeRecord & { healthy: boolean; drain?: NodeDrain | undefined };
+
+/**
+ * The answer of {@link Registry.setDraining}. `set`: the flag was written. With a guard (the node must run a
+ * given instance), `other-instance`: the node's record names another instance (`instanceId`; the node id now
+ * belongs to another machine) and nothing was written; `missing`: the node has no record, nothing was written.
+ */
+export type DrainWriteResult = { verdict: 'set' } | { verdict: 'other-instance'; instanceId: string } | { verdict: 'missing' };
+
 /**
  * The answer of {@link Registry.releaseStaleDrain}. `cleared`: the flag was lifted (`over`: the interruption
  * happened before this machine's current run began; `other-instance`: the notice named another instance).

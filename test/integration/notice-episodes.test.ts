@@ -11,8 +11,9 @@ import { noticeSchema, type Notice } from '../../src/notice.js';
 import { BullmqNoticeQueue } from '../../src/queue/bullmq-notice-queue.js';
 import { NOTICES_QUEUE_NAME } from '../../src/queue/notice-queue.js';
 import { Registry } from '../../src/registry/registry.js';
-import type { NodeRecord, TaskRecord } from '../../src/registry/types.js';
+import type { NodeRecord } from '../../src/registry/types.js';
 import { awsAgentHarness, waitFor, type AwsAgentHarness } from '../support/agent-harness.js';
+import { nodeRecord as node, taskRecord } from '../support/records.js';
 import { auditLogEntry, pubsubPush, scheduledEventEmitted, spotWarning } from '../fixtures/webhook/events.js';
 import { fixture, startWebhook, type WebhookHarness } from '../fixtures/webhook/harness.js';
 
@@ -26,7 +27,6 @@ const redisUrl = inject('redisUrl');
 const SECRET = 'eb-secret-0123456789abcdef';
 const auth = { 'x-spotwatch-secret': SECRET };
 const HOUR = 3600_000;
-const GiB = 1024 ** 3;
 
 /** ISO time without milliseconds, as EventBridge writes it. */
 const ebTime = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
@@ -218,47 +218,7 @@ describe('the second episode is planned (real planner and registry)', () => {
     for (const close of closers.reverse()) await close().catch(() => {});
   });
 
-  function nodeRecord(id: string, instanceId: string, extra: Partial<NodeRecord> = {}): NodeRecord {
-    return {
-      id,
-      provider: 'aws',
-      instanceId,
-      zone: 'us-east-1a',
-      capacityPool: 'g6.xlarge/us-east-1a',
-      lifecycle: 'spot',
-      memTotalBytes: 64 * GiB,
-      memFreeBytes: 32 * GiB,
-      gpuModel: '',
-      gpuCount: 0,
-      gpuFreeBytes: 0,
-      draining: false,
-      noticeId: '',
-      peerAddress: '127.0.0.1:1',
-      heartbeatAt: Date.now(),
-      ...extra,
-    };
-  }
-
-  function taskRecord(id: string, nodeId: string): TaskRecord {
-    return {
-      id,
-      nodeId,
-      pid: 1000,
-      engine: 'criu',
-      memBytes: GiB,
-      gpuMemBytes: 0,
-      gpuModel: '',
-      priority: 0,
-      fallback: 'checkpoint-to-storage',
-      state: 'running',
-      command: ['toy'],
-      logPath: '',
-      startedAt: Date.now(),
-      updatedAt: Date.now(),
-      migrations: 0,
-      lastMigrationId: '',
-    };
-  }
+  const nodeRecord = (id: string, instanceId: string, extra: Partial<NodeRecord> = {}): NodeRecord => node(id, { instanceId, capacityPool: 'g6.xlarge/us-east-1a', ...extra });
 
   it('each episode job is processed by a notices worker into its own migration', async () => {
     const prefix = `ep${randomBytes(4).toString('hex')}`;

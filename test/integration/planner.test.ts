@@ -1,56 +1,15 @@
 import { afterAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
 import { silentLogger } from '../../src/logger.js';
+import { registryLookupFrom } from '../../src/lookup/instance-locator.js';
 import { makeNotice, type Notice } from '../../src/notice.js';
-import { Planner, type NodeJob } from '../../src/migration/planner.js';
+import { Planner, migrationIdFor, type NodeJob } from '../../src/migration/planner.js';
 import { Registry } from '../../src/registry/registry.js';
-import type { NodeRecord, TaskRecord } from '../../src/registry/types.js';
+import { nodeRecord as node, taskRecord as task } from '../support/records.js';
 
 const redisUrl = inject('redisUrl');
 const GiB = 1024 ** 3;
-
-function node(id: string, extra: Partial<NodeRecord> = {}): NodeRecord {
-  return {
-    id,
-    provider: 'aws',
-    instanceId: `i-${id}`,
-    zone: 'us-east-1a',
-    capacityPool: 'p5.48xlarge/us-east-1a',
-    lifecycle: 'spot',
-    memTotalBytes: 64 * GiB,
-    memFreeBytes: 32 * GiB,
-    gpuModel: '',
-    gpuCount: 0,
-    gpuFreeBytes: 0,
-    draining: false,
-    noticeId: '',
-    peerAddress: '127.0.0.1:1',
-    heartbeatAt: Date.now(),
-    ...extra,
-  };
-}
-
-function task(id: string, nodeId: string, extra: Partial<TaskRecord> = {}): TaskRecord {
-  return {
-    id,
-    nodeId,
-    pid: 1000,
-    engine: 'criu',
-    memBytes: 1 * GiB,
-    gpuMemBytes: 0,
-    gpuModel: '',
-    priority: 0,
-    fallback: 'checkpoint-to-storage',
-    state: 'running',
-    command: ['toy'],
-    logPath: '',
-    startedAt: Date.now(),
-    updatedAt: Date.now(),
-    migrations: 0,
-    lastMigrationId: '',
-    ...extra,
-  };
-}
 
 const interruption = (instanceId: string, secondsLeft = 120): Notice =>
   makeNotice({ provider: 'aws', kind: 'interruption', action: 'terminate', instanceId, deadline: new Date(Date.now() + secondsLeft * 1000), detectedAt: new Date(), source: 'imds', identity: 'interruption-episode' });
@@ -59,9 +18,11 @@ describe('planner (real Redis, Lua reservations)', () => {
   let registry: Registry;
   let jobs: { nodeId: string; job: NodeJob }[];
   let planner: Planner;
+  let prefix: string;
   const registries: Registry[] = [];
   beforeEach(() => {
-    registry = new Registry(redisUrl, `p${randomBytes(4).toString('hex')}`);
+    prefix = `p${randomBytes(4).toString('hex')}`;
+    registry = new Registry(redisUrl, prefix);
     registries.push(registry);
     jobs = [];
     planner = new Planner({ registry, logger: silentLogger, dispatch: async (nodeId, job) => void jobs.push({ nodeId, job }) });
@@ -148,6 +109,100 @@ describe('planner (real Redis, Lua reservations)', () => {
     const cancel = makeNotice({ provider: 'aws', kind: 'cancelled', action: 'reboot', instanceId: 'i-a', detectedAt: new Date(), source: 'imds' });
     expect((await planner.planNotice(cancel)).decision).toBe('cancel');
     expect((await registry.getNode('a'))?.draining).toBe(false);
+  });
+
+  it('a late notice for the instance that used a node id before: nothing drained, dispatched or migrated, the lookup forgotten', async () => {
+    const logs: { msg: string; nodeInstanceId?: string; lookupRemoved?: boolean }[] = [];
+    const logged = new Planner({ registry, logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as (typeof logs)[number]) }), dispatch: async (nodeId, job) => void jobs.push({ nodeId, job }) });
+    // Instance i-old ran as node `a` and is gone; i-new took the node name (a Kubernetes node name, a hostname).
+    await registry.heartbeat(node('a', { instanceId: 'i-old' }), 30_000);
+    await registry.heartbeat(node('a', { instanceId: 'i-new' }), 30_000);
+    await registry.heartbeat(node('b', { lifecycle: 'on-demand' }), 30_000);
+    await registry.putTask(task('healthy', 'a'));
+    expect(await registry.nodeByInstance('aws', 'i-old')).toBe('a');
+    // The webhook's instance locator does not take the entry at its word either.
+    expect(await registryLookupFrom(registry)('aws', 'i-old')).toBeUndefined();
+    expect(await registryLookupFrom(registry)('aws', 'i-new')).toMatchObject({ nodeId: 'a' });
+
+    // The interruption of i-old, delivered late (a bridge retry, a spool drained late).
+    const late = interruption('i-old');
+    const plan = await logged.planNotice(late);
+    expect(plan).toEqual({
+      noticeId: late.id,
+      nodeId: 'a',
+      decision: 'instance-replaced',
+      nodeInstanceId: 'i-new',
+      why: 'notice for instance i-old but node a now runs instance i-new: nothing to migrate',
+      tasks: [],
+    });
+    expect(jobs).toEqual([]);
+    expect(await registry.getNode('a')).toMatchObject({ draining: false, noticeId: '', instanceId: 'i-new' });
+    expect(await registry.getTask('healthy')).toMatchObject({ state: 'running', lastMigrationId: '' });
+    expect(await registry.migrationExists(migrationIdFor(late.id, 'healthy'))).toBe(false);
+    expect(await registry.reservedOn('b')).toMatchObject({ count: 0 });
+    expect(logs).toContainEqual(expect.objectContaining({ msg: plan.why, nodeInstanceId: 'i-new', lookupRemoved: true }));
+    // The stale lookup entry is gone, the new instance's stays; a further retry finds no node at all.
+    expect(await registry.nodeByInstance('aws', 'i-old')).toBeUndefined();
+    expect(await registry.nodeByInstance('aws', 'i-new')).toBe('a');
+    expect((await logged.planNotice(late)).decision).toBe('unknown-node');
+
+    // The new machine's own notice is planned as ever.
+    const own = await logged.planNotice(interruption('i-new'));
+    expect(own).toMatchObject({ decision: 'migrate', nodeId: 'a', tasks: [{ taskId: 'healthy', decision: 'migrate', targetNodeId: 'b' }] });
+    expect(jobs.map((j) => [j.nodeId, j.job.type])).toEqual([
+      ['a', 'noticed'],
+      ['a', 'checkpoint'],
+      ['a', 'drained'],
+    ]);
+  });
+
+  it('a late cancellation for the old instance leaves the new machine draining for its own notice', async () => {
+    await registry.heartbeat(node('a', { instanceId: 'i-old' }), 30_000);
+    await registry.heartbeat(node('a', { instanceId: 'i-new' }), 30_000);
+    const own = interruption('i-new');
+    expect((await planner.planNotice(own)).decision).toBe('migrate');
+    const cancel = makeNotice({ provider: 'aws', kind: 'cancelled', action: 'reboot', instanceId: 'i-old', detectedAt: new Date(), source: 'eventbridge' });
+    expect(await planner.planNotice(cancel)).toMatchObject({ decision: 'instance-replaced', nodeInstanceId: 'i-new' });
+    expect(await registry.getNode('a')).toMatchObject({ draining: true, noticeId: own.id });
+    expect(jobs.filter((j) => j.job.type === 'noticed').map((j) => (j.job as { notice: Notice }).notice.id)).toEqual([own.id]);
+  });
+
+  it('a new machine that heartbeats between the check and the drain is not drained (the drain re-checks atomically)', async () => {
+    await registry.heartbeat(node('a', { instanceId: 'i-old' }), 30_000);
+    await registry.heartbeat(node('b', { lifecycle: 'on-demand' }), 30_000);
+    // The real registry, with the new machine's first heartbeat landing right after the planner read the record.
+    const racing = new Registry(redisUrl, prefix, { redis: registry.redis });
+    const getNode = racing.getNode.bind(racing);
+    racing.getNode = async (id) => {
+      const before = await getNode(id);
+      await registry.heartbeat(node('a', { instanceId: 'i-new' }), 30_000);
+      await registry.putTask(task('started-just-now', 'a'));
+      return before;
+    };
+    const racer = new Planner({ registry: racing, logger: silentLogger, dispatch: async (nodeId, job) => void jobs.push({ nodeId, job }) });
+    const plan = await racer.planNotice(interruption('i-old'));
+    expect(plan).toMatchObject({ decision: 'instance-replaced', nodeInstanceId: 'i-new', tasks: [] });
+    expect(jobs).toEqual([]);
+    expect((await registry.getNode('a'))?.draining).toBe(false);
+    expect(await registry.nodeByInstance('aws', 'i-old')).toBeUndefined();
+  });
+
+  it('a node whose heartbeat lapsed under the noticed instance is still planned; one with no record at all is not', async () => {
+    // Its agent merely cut off from Redis for a moment: its queue keeps the jobs until it is back.
+    await registry.heartbeat(node('quiet'), 1);
+    await registry.heartbeat(node('b', { lifecycle: 'on-demand' }), 30_000);
+    await registry.putTask(task('t', 'quiet'));
+    await new Promise((r) => setTimeout(r, 10));
+    expect((await registry.getNode('quiet'))?.healthy).toBe(false);
+    expect(await planner.planNotice(interruption('i-quiet'))).toMatchObject({ decision: 'migrate', tasks: [{ taskId: 't', decision: 'migrate', targetNodeId: 'b' }] });
+    // A record removed by hand: no agent has heartbeated since, nothing there could be checkpointed.
+    await registry.heartbeat(node('gone'), 30_000);
+    await registry.redis.del(`${prefix}:sw:node:gone`);
+    const plan = await planner.planNotice(interruption('i-gone'));
+    expect(plan).toMatchObject({ decision: 'unknown-node', nodeId: 'gone', tasks: [] });
+    expect(plan.why).toMatch(/node gone of aws instance i-gone has no record/);
+    expect(await registry.getNode('gone')).toBeUndefined();
+    expect(await registry.nodeByInstance('aws', 'i-gone')).toBeUndefined();
   });
 
   it('never overcommits a target when many planners run at once', async () => {

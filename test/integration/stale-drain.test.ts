@@ -5,6 +5,7 @@
  * planner and its Lua reservations. Only the machine's boot clock is played by the test.
  */
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,62 +16,30 @@ import { DRAIN_CLOCK_TOLERANCE_MS } from '../../src/agent/stale-drain.js';
 import { silentLogger } from '../../src/logger.js';
 import { Planner } from '../../src/migration/planner.js';
 import { makeNotice, type Notice } from '../../src/notice.js';
+import { BullmqNoticeQueue } from '../../src/queue/bullmq-notice-queue.js';
 import { Registry } from '../../src/registry/registry.js';
 import type { NodeRecord, TaskRecord } from '../../src/registry/types.js';
 import { awsProvider } from '../../providers/aws/index.js';
 import { agentHarness, waitFor, type AgentHarness } from '../support/agent-harness.js';
+import { nodeRecord, taskRecord } from '../support/records.js';
 
 const redisUrl = inject('redisUrl');
 const MiB = 1024 ** 2;
 const INSTANCE = 'i-0123456789abcdef0';
 
-function node(id: string, extra: Partial<NodeRecord> = {}): NodeRecord {
-  return {
-    id,
-    provider: 'aws',
-    instanceId: `i-${id}`,
-    zone: 'us-east-1a',
-    capacityPool: 'm5.xlarge/us-east-1a',
-    lifecycle: 'spot',
-    memTotalBytes: 64 * 1024 * MiB,
-    memFreeBytes: 32 * 1024 * MiB,
-    gpuModel: '',
-    gpuCount: 0,
-    gpuFreeBytes: 0,
-    draining: false,
-    noticeId: '',
-    peerAddress: '127.0.0.1:1',
-    heartbeatAt: Date.now(),
-    ...extra,
-  };
-}
-
-function task(id: string, nodeId: string): TaskRecord {
-  return {
-    id,
-    nodeId,
-    pid: 1000,
-    engine: 'criu',
-    memBytes: 16 * MiB,
-    gpuMemBytes: 0,
-    gpuModel: '',
-    priority: 0,
-    fallback: 'none',
-    state: 'running',
-    command: ['toy'],
-    logPath: '',
-    startedAt: Date.now(),
-    updatedAt: Date.now(),
-    migrations: 0,
-    lastMigrationId: '',
-  };
-}
+const node = (id: string, extra: Partial<NodeRecord> = {}): NodeRecord => nodeRecord(id, { capacityPool: 'm5.xlarge/us-east-1a', ...extra });
+// Small, and let go at the deadline: it must fit the agent's node, whatever this machine has free.
+const task = (id: string, nodeId: string): TaskRecord => taskRecord(id, nodeId, { memBytes: 16 * MiB, fallback: 'none' });
 
 const interruption = (instanceId: string): Notice =>
   makeNotice({ provider: 'aws', kind: 'interruption', action: 'terminate', instanceId, deadline: new Date(Date.now() + 120_000), detectedAt: new Date(), source: 'imds', identity: 'interruption-episode' });
 
 async function releasedCount(agent: Agent, reason: string): Promise<number> {
   return (await agent.metrics.drainReleasedTotal.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+}
+
+async function planCount(agent: Agent, decision: string): Promise<number> {
+  return (await agent.metrics.noticePlansTotal.get()).values.find((v) => v.labels.decision === decision)?.value ?? 0;
 }
 
 describe('a drained node that comes back (real Redis, AWS emulator, agents with the migration runtime)', () => {
@@ -151,6 +120,32 @@ describe('a drained node that comes back (real Redis, AWS emulator, agents with 
     expect(after).toMatchObject({ decision: 'migrate', targetNodeId: 'node-a' });
   });
 
+  it('a late notice for the instance that had this node id before drains nothing: the agent\'s planner plans nothing', async () => {
+    const { harness: h, registry: r, start } = await setup();
+    // i-0old ran as node-a (its lookup entry is left behind), then this machine took the node id.
+    await r.heartbeat(node('node-a', { instanceId: 'i-0old' }), 30_000);
+    const agent = await start(fixedBootClock(Date.now() - 3_600_000));
+    await r.heartbeat(node('node-c', { lifecycle: 'on-demand' }), 30_000);
+    // A live process of this machine (were it migrated, only a `sleep` would move).
+    const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+    await r.putTask({ ...task('served', 'node-a'), pid: sleeper.pid! });
+    const queue = new BullmqNoticeQueue({ redisUrl, prefix: h.prefix });
+    try {
+      const late = interruption('i-0old');
+      expect((await queue.store(late)).outcome).toBe('created');
+      await waitFor('the late notice planned', 5000, async () => ((await planCount(agent, 'instance-replaced')) === 1 ? true : undefined));
+    } finally {
+      await queue.close();
+      sleeper.kill();
+    }
+    expect(await r.getNode('node-a')).toMatchObject({ draining: false, noticeId: '', instanceId: INSTANCE });
+    expect(await r.getTask('served')).toMatchObject({ state: 'running', nodeId: 'node-a', lastMigrationId: '' });
+    expect(await r.recentMigrations()).toEqual([]);
+    expect(await r.nodeByInstance('aws', 'i-0old')).toBeUndefined();
+    expect(await planCount(agent, 'migrate')).toBe(0);
+    expect(await releasedCount(agent, 'other-instance')).toBe(0);
+  });
+
   it('a node draining under its current boot\'s notice stays draining, across an agent restart and heartbeats', async () => {
     const { harness: h, registry: r, planner, start } = await setup();
     const clock = fixedBootClock(Date.now() - 3_600_000);
@@ -201,6 +196,35 @@ describe('registry: which drains are over (real Redis, Lua)', () => {
     await r.setDraining('a', true, 'aws-old', { instanceId: 'i-old', deadline: now + 60_000, at: now });
     expect(await r.releaseStaleDrain('a', { instanceId: 'i-new', awakeSince: now - 3_600_000, toleranceMs: 2000 })).toMatchObject({ verdict: 'cleared', reason: 'other-instance', noticeId: 'aws-old' });
     expect(await r.getNode('a')).toMatchObject({ draining: false, noticeId: '' });
+  });
+
+  it('a guarded drain writes only while the node runs the notice\'s instance, and says which it runs', async () => {
+    const r = await fresh();
+    const cause = { instanceId: 'i-old', deadline: now + 60_000, at: now };
+    expect(await r.setDraining('a', true, 'aws-old', cause, { nodeRunsInstance: 'i-old' })).toEqual({ verdict: 'other-instance', instanceId: 'i-new' });
+    expect(await r.getNode('a')).toMatchObject({ draining: false, noticeId: '' });
+    expect(await r.setDraining('nobody', true, 'aws-old', cause, { nodeRunsInstance: 'i-old' })).toEqual({ verdict: 'missing' });
+    expect(await r.getNode('nobody')).toBeUndefined();
+    expect(await r.setDraining('a', true, 'aws-new', { ...cause, instanceId: 'i-new' }, { nodeRunsInstance: 'i-new' })).toEqual({ verdict: 'set' });
+    expect(await r.getNode('a')).toMatchObject({ draining: true, noticeId: 'aws-new', drain: { noticeId: 'aws-new', since: now, deadline: now + 60_000, instanceId: 'i-new' } });
+    // A cancellation for the old instance does not undrain the new one either.
+    expect(await r.setDraining('a', false, '', undefined, { nodeRunsInstance: 'i-old' })).toMatchObject({ verdict: 'other-instance' });
+    expect((await r.getNode('a'))?.draining).toBe(true);
+  });
+
+  it('forgets an instance\'s lookup entry only while it points to the node and the node runs another instance', async () => {
+    const r = await fresh();
+    await r.heartbeat(node('a', { instanceId: 'i-old' }), 30_000);
+    await r.heartbeat(node('a', { instanceId: 'i-new' }), 30_000);
+    expect(await r.forgetInstance('aws', 'i-new', 'a')).toBe(false);
+    expect(await r.forgetInstance('aws', 'i-old', 'b')).toBe(false);
+    expect(await r.forgetInstance('aws', 'i-old', 'a')).toBe(true);
+    expect(await r.nodeByInstance('aws', 'i-old')).toBeUndefined();
+    expect(await r.nodeByInstance('aws', 'i-new')).toBe('a');
+    // The old instance heartbeats as the node again (it was not gone after all): its entry stays.
+    await r.heartbeat(node('a', { instanceId: 'i-old' }), 30_000);
+    expect(await r.forgetInstance('aws', 'i-old', 'a')).toBe(false);
+    expect(await r.nodeByInstance('aws', 'i-old')).toBe('a');
   });
 
   it('keeps a drain whose deadline is still ahead (an unrelated reboot before scheduled maintenance)', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { progressBar, renderStatus } from '../../src/cli/status-command.js';
-import type { MigrationRecord, NodeRecord, TaskRecord } from '../../src/registry/types.js';
+import { drainingCell, progressBar, renderStatus, span } from '../../src/cli/status-command.js';
+import type { MigrationRecord, NodeState, TaskRecord } from '../../src/registry/types.js';
 
 const MiB = 1024 * 1024;
 
@@ -14,7 +14,7 @@ describe('spotwatch status', () => {
 
   it('shows nodes, tasks, migrations in flight with phase and progress, and finished ones with timings', () => {
     const now = Date.parse('2026-11-25T12:00:10Z');
-    const node: NodeRecord & { healthy: boolean; reserved: number } = {
+    const node: NodeState & { reserved: number } = {
       id: 'node-b', provider: 'aws', instanceId: 'i-0b', zone: 'us-east-1b', capacityPool: 'p5/us-east-1b', lifecycle: 'on-demand',
       memTotalBytes: 64 * 1024 * MiB, memFreeBytes: 32 * 1024 * MiB, gpuModel: 'NVIDIA H100 80GB HBM3', gpuCount: 8, gpuFreeBytes: 600 * 1024 * MiB,
       draining: false, noticeId: '', peerAddress: '10.0.0.2:7070', heartbeatAt: now - 1500, healthy: true, reserved: 256 * MiB,
@@ -36,5 +36,27 @@ describe('spotwatch status', () => {
     expect(text).toMatch(/decode-0\s+node-a\s+4242\s+migrating\s+512 MiB\s+16\.0 GiB\s+10\s+stop/);
     expect(text).toMatch(/m-1\s+decode-0\s+node-a → node-b\s+transferring\s+\[#####---------------\] 25% 250 MiB\/1000 MiB\s+2\.00 s\s+110\.0 s/);
     expect(text).toMatch(/m-0\s+toy\s+node-a → node-b\s+migrated\s+0\.71 s\s+3\.00 s\s+118\.0 s\s+266 MiB\s+restored on node-b as pid 99/);
+  });
+
+  it('says why and until when a node is draining: its notice and the deadline, or since when', () => {
+    const now = Date.parse('2026-11-25T12:00:00Z');
+    const base: NodeState = {
+      id: 'node-a', provider: 'aws', instanceId: 'i-0a', zone: 'us-east-1a', capacityPool: 'p5/us-east-1a', lifecycle: 'spot',
+      memTotalBytes: 64 * 1024 * MiB, memFreeBytes: 32 * 1024 * MiB, gpuModel: '', gpuCount: 0, gpuFreeBytes: 0,
+      draining: true, noticeId: 'aws-8c35525c245ccd942831240a', peerAddress: '10.0.0.1:7070', heartbeatAt: now - 500, healthy: true,
+    };
+    const drain = { noticeId: base.noticeId, since: now - 48_000, deadline: now + 72_000, instanceId: 'i-0a' };
+    expect(drainingCell({ ...base, drain }, now)).toBe('yes (aws-8c35525c245ccd942831240a, deadline in 1m12s)');
+    expect(drainingCell({ ...base, drain: { ...drain, deadline: now - 185_000 } }, now)).toBe('yes (aws-8c35525c245ccd942831240a, deadline 3m05s ago)');
+    expect(drainingCell({ ...base, drain: { ...drain, deadline: undefined } }, now)).toBe('yes (aws-8c35525c245ccd942831240a, since 48s)');
+    // A node id reused by another machine: the drain names the old instance (the agent lifts it on its next tick).
+    expect(drainingCell({ ...base, drain: { ...drain, instanceId: 'i-0old' } }, now)).toBe('yes (aws-8c35525c245ccd942831240a, for i-0old, deadline in 1m12s)');
+    // Set by an older spotwatch: only the notice id is known.
+    expect(drainingCell({ ...base, drain: { noticeId: base.noticeId } }, now)).toBe('yes (aws-8c35525c245ccd942831240a)');
+    expect(drainingCell({ ...base, draining: false, noticeId: '' }, now)).toBe('no');
+    expect([span(0), span(59_400), span(60_000), span(7_500_000)]).toEqual(['0s', '59s', '1m00s', '2h05m']);
+
+    const text = renderStatus([{ ...base, drain, reserved: 0 }], [], [], now);
+    expect(text).toMatch(/node-a\s+healthy\s+yes \(aws-8c35525c245ccd942831240a, deadline in 1m12s\)\s+spot\s+p5\/us-east-1a\s+32\.0 GiB\s+0 MiB\s+—\s+0\.5 s ago/);
   });
 });
