@@ -55,7 +55,7 @@ import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
 import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
 import { startCriu } from './criu-process.js';
-import { locatePagePump, startNativePagePump } from './native-page-pump.js';
+import { locatePagePump, pagePumpMode, startNativePagePump } from './native-page-pump.js';
 import type { CriuExit } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
 import { PAGE_CHANNEL_WAIT_MS, isPlainSocket, takePageChannel } from './page-channel.js';
@@ -543,6 +543,7 @@ export class CriuEngine implements CheckpointEngine {
         phases.connect = Date.now() - t;
       }
 
+      const criuOwnsChannel = channel !== undefined && pagePumpMode() === 'criu';
       const args = buildDumpArgs({
         ...options,
         pid: task.pid,
@@ -552,16 +553,29 @@ export class CriuEngine implements CheckpointEngine {
         linkRemap: this.opts.linkRemap ?? true,
         after: req.leaveRunning ? 'leave-running' : 'leave-stopped',
         freezeTimeoutSec: Math.min(10, Math.max(1, (req.deadline - Date.now()) / 2000)),
-        ...(dest.kind === 'stream' ? { pageServer: { psSocketFd: 3 } } : {}),
+        ...(dest.kind === 'stream' ? { pageServer: { psSocketFd: criuOwnsChannel ? 0 : 3 } } : {}),
         ...(this.opts.extraDumpArgs ? { extraArgs: this.opts.extraDumpArgs } : {}),
       });
-      const pumpBinary = channel ? await locatePagePump() : undefined;
+      const pumpBinary = channel && !criuOwnsChannel ? await locatePagePump() : undefined;
       const dumpStart = Date.now();
       progress({ phase: 'dump', bytes: 0, estimatedBytes: estimate.imageBytes });
-      const run = startCriu(criu.path, args, { pageSocket: dest.kind === 'stream', deadline: req.deadline, signal: guard.signal });
+      const run = startCriu(criu.path, args, {
+        ...(criuOwnsChannel && channel ? { stdinSocket: channel } : { pageSocket: dest.kind === 'stream' }),
+        deadline: req.deadline,
+        signal: guard.signal,
+      });
       let relayError: unknown;
       let relay: Promise<number> = Promise.resolve(0);
-      if (sender && run.pageSocket && channel) {
+      if (sender && criuOwnsChannel && channel) {
+        // `criu dump` writes the channel itself (SPOTWATCH_PAGE_PUMP=criu: measurement only; no byte progress
+        // during the dump, and on loopback a ~200 ms retransmission stall at its end, docs/migration-performance.md).
+        const ch = channel;
+        ch.destroy();
+        sender.onFailure((err) => {
+          relayError ??= err;
+          run.kill('abort');
+        });
+      } else if (sender && run.pageSocket && channel) {
         // Pages go unframed into the direct channel, whose other end is the target's page server: through the
         // native pump when it is built (native-page-pump.ts), else through this event loop.
         const ch = channel;

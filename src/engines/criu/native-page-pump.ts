@@ -29,14 +29,18 @@ export interface NativePagePump {
   kill(): void;
 }
 
-/** Which pump to use: `SPOTWATCH_PAGE_PUMP` = `node` | `native` (default: native when it is built). */
-export function pagePumpMode(env: NodeJS.ProcessEnv = process.env): 'node' | 'native' {
-  return env.SPOTWATCH_PAGE_PUMP === 'node' ? 'node' : 'native';
+/**
+ * Which pump to use: `SPOTWATCH_PAGE_PUMP` = `native` (default, when built) | `node` (the agent's event loop) |
+ * `criu` (`criu dump` writes the channel itself, no pump: for measurements).
+ */
+export function pagePumpMode(env: NodeJS.ProcessEnv = process.env): 'node' | 'native' | 'criu' {
+  const v = env.SPOTWATCH_PAGE_PUMP;
+  return v === 'node' || v === 'criu' ? v : 'native';
 }
 
 /** The pump binary (`SPOTWATCH_PAGE_PUMP_BIN`, else native/build/ or .spotwatch/bin/ of the project), or undefined. */
 export async function locatePagePump(env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
-  if (pagePumpMode(env) === 'node') return undefined;
+  if (pagePumpMode(env) !== 'native') return undefined;
   return findProjectExecutable(PAGE_PUMP_NAME, env.SPOTWATCH_PAGE_PUMP_BIN);
 }
 
