@@ -111,6 +111,15 @@ describe('native page pump', () => {
     expect(await locatePagePump({ SPOTWATCH_PAGE_PUMP_BIN: PUMP })).toBe(PUMP);
     expect(await locatePagePump({ SPOTWATCH_PAGE_PUMP_BIN: join(work, 'missing') })).toBeUndefined();
     expect(await locatePagePump({ SPOTWATCH_PAGE_PUMP: 'node', SPOTWATCH_PAGE_PUMP_BIN: PUMP })).toBeUndefined();
+    // An executable that is not the pump (or cannot run here) is not used: the agent pumps itself.
+    const impostor = join(work, 'not-a-pump');
+    writeFileSync(impostor, '#!/bin/sh\nexit 0\n');
+    chmodSync(impostor, 0o755);
+    expect(await locatePagePump({ SPOTWATCH_PAGE_PUMP_BIN: impostor })).toBeUndefined();
+    const garbage = join(work, 'garbage-pump');
+    writeFileSync(garbage, Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 0, 0]));
+    chmodSync(garbage, 0o755);
+    expect(await locatePagePump({ SPOTWATCH_PAGE_PUMP_BIN: garbage })).toBeUndefined();
     expect(pagePumpMode({})).toBe('native');
     expect(pagePumpMode({ SPOTWATCH_PAGE_PUMP: 'criu' })).toBe('criu');
     expect(await locatePagePump({ SPOTWATCH_PAGE_PUMP: 'criu', SPOTWATCH_PAGE_PUMP_BIN: PUMP })).toBeUndefined();
@@ -127,10 +136,11 @@ describe.skipIf(!criuReady && !process.env.CI)('the CRIU engine pages through th
     { mode: 'criu', pumpStarts: [] },
   ])('SPOTWATCH_PAGE_PUMP=$mode: a real toy LLM streams to a target, restores there and continues its exact token stream', async ({ mode, pumpStarts }) => {
     const dir = mkdtempSync(join(work, 'toy-'));
-    // A wrapper that records each start, then runs the real pump.
+    // A wrapper that records each start with the sockets (not the engine's probe, which has none), then runs the
+    // real pump.
     const marks = join(dir, 'pump-starts');
     const wrapper = join(dir, 'page-pump');
-    writeFileSync(wrapper, `#!/bin/sh\necho started >>'${marks}'\nexec '${PUMP}' "$@"\n`);
+    writeFileSync(wrapper, `#!/bin/sh\n[ -S /dev/stdin ] && echo started >>'${marks}'\nexec '${PUMP}' "$@"\n`);
     chmodSync(wrapper, 0o755);
 
     const out = join(dir, 'tokens.txt');

@@ -38,10 +38,37 @@ export function pagePumpMode(env: NodeJS.ProcessEnv = process.env): 'node' | 'na
   return v === 'node' || v === 'criu' ? v : 'native';
 }
 
-/** The pump binary (`SPOTWATCH_PAGE_PUMP_BIN`, else native/build/ or .spotwatch/bin/ of the project), or undefined. */
+/** Probe results per binary path: a pump that cannot run here (another architecture, a broken copy) is found out once. */
+const probed = new Map<string, Promise<boolean>>();
+
+/**
+ * Whether `binary` runs here: started without sockets it must refuse with exit 2 and its usage line. A pump that
+ * fails only after it took the sockets would fail the checkpoint (retryable, the task resumes), so this is
+ * checked before: a pump that cannot run leaves the pages to the agent's own pump.
+ */
+export function probePagePump(binary: string): Promise<boolean> {
+  let p = probed.get(binary);
+  if (!p) {
+    p = new Promise<boolean>((resolve) => {
+      const child = spawn(binary, [], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+      child.once('error', () => resolve(false));
+      child.once('close', (code) => resolve(code === 2 && err.includes('must be sockets')));
+    });
+    probed.set(binary, p);
+  }
+  return p;
+}
+
+/**
+ * The pump binary (`SPOTWATCH_PAGE_PUMP_BIN`, else native/build/ or .spotwatch/bin/ of the project) when it exists
+ * and runs here (probePagePump); undefined otherwise, and with `SPOTWATCH_PAGE_PUMP` other than `native`.
+ */
 export async function locatePagePump(env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
   if (pagePumpMode(env) !== 'native') return undefined;
-  return findProjectExecutable(PAGE_PUMP_NAME, env.SPOTWATCH_PAGE_PUMP_BIN);
+  const binary = await findProjectExecutable(PAGE_PUMP_NAME, env.SPOTWATCH_PAGE_PUMP_BIN);
+  return binary !== undefined && (await probePagePump(binary)) ? binary : undefined;
 }
 
 /**
