@@ -27,6 +27,9 @@
 #                               "1b:16384:256") and merges "agentPath" into gpu-<date>.json, other keys untouched
 #   SPOTWATCH_GPU_INITIAL_RATES agent path only: the agents' --initial-rates (default: the rates the direct path
 #                               measured on an H100, "stream=1.3GB,restore=1.4GB,gpu=1.5GB")
+#   SPOTWATCH_GPU_DECODER_EMPTY_CACHE  agent path only: 1 = the decoder frees the allocator's cached blocks after
+#                               its prefill (as +emptycache on the direct path)
+#   SPOTWATCH_TRANSPARENT_HUGEPAGES  passed to the agents (always: they set the node's THP at start, docs/gpu.md)
 #   SPOTWATCH_GPU_BENCH_TASK    agent path only: decoder (default) or toy (examples/toy-llm/toy-llm.mjs, a CPU
 #                               rehearsal of the same code path: CONFIGS="toy:64:300", no GPU, no PyTorch)
 #   SPOTWATCH_GPU_WORK          work dir on local disk (default /var/tmp/spotwatch-gpu: weights, compile cache)
@@ -206,7 +209,9 @@ run_agents() {
     expect_gpu=false
   else
     model_and_reference "$c" "$ctx" "$n" || { stop_redis; return 1; }
-    task_args=$(json_argv "$PY" "${common[@]}" --out "$tokens" --timings "$R/$c.agents.timings.json")
+    # SPOTWATCH_GPU_DECODER_EMPTY_CACHE=1: the decoder releases the allocator's cached blocks after its prefill
+    # (an application's choice, as in the direct path's +emptycache; tokens are the same).
+    task_args=$(json_argv "$PY" "${common[@]}" ${SPOTWATCH_GPU_DECODER_EMPTY_CACHE:+--empty-cache} --out "$tokens" --timings "$R/$c.agents.timings.json")
     timings=(--timings "$R/$c.agents.timings.json")
   fi
   local dropped=false
