@@ -569,8 +569,7 @@ export class CriuEngine implements CheckpointEngine {
       if (sender && criuOwnsChannel && channel) {
         // `criu dump` writes the channel itself (SPOTWATCH_PAGE_PUMP=criu: measurement only; no byte progress
         // during the dump, and on loopback a ~200 ms retransmission stall at its end, docs/migration-performance.md).
-        const ch = channel;
-        ch.destroy();
+        channel.destroy(); // CRIU has its own descriptor now
         sender.onFailure((err) => {
           relayError ??= err;
           run.kill('abort');
