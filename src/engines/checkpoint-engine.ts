@@ -221,6 +221,11 @@ export interface CheckpointResult {
   phases: Record<string, number>;
   /** The engine's log of the dump, where it keeps one. */
   logPath?: string;
+  /**
+   * How the image's bulk travelled, in words (engine specific), for logs and the migration record: e.g. CRIU's
+   * `directory`, `relay` (both agents move the pages), `direct channel (native pump)`.
+   */
+  dataPath?: string;
 }
 
 export interface ReceiveRequest extends CallOptions {

@@ -254,7 +254,7 @@ export class NodeRuntime {
         if (streamMs > 0) {
           await this.registry.recordRate('stream', (value.imageBytes * 1000) / streamMs);
         }
-        this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
+        this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, dataPath: value.dataPath, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
         pruneImage(localDir);
         return;
       }

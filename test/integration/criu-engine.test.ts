@@ -248,6 +248,7 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     const images = join(toy.dir, 'images');
     const ck = expectOk(await engine.checkpoint(toDirectory(toy.pid, 'm-dir', images, 30_000)));
     expect(ck.taskState).toBe('gone');
+    expect(ck.dataPath).toBe('directory');
     expect(await taskState(toy.pid)).toBe('gone'); // dead (maybe a zombie until reaped)
     expect(existsSync(join(images, 'dump.log'))).toBe(true);
     expect(ck.imageBytes).toBeGreaterThan(64 * 1024 * 1024);
@@ -272,6 +273,7 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     const ck = expectOk(await engine.checkpoint({ ...toTarget(toy, 'm-stream', target, 30_000), onProgress: (e) => e.phase === 'transfer' && progress.push(e.bytes) }));
     const rec = expectOk(await target.received());
     expect(ck.taskState).toBe('gone');
+    expect(ck.dataPath).toMatch(/^direct channel \((native|agent) pump\)$/); // native where built (CI builds it)
     expect(rec.sourceStopped).toBe(true);
     expect(rec.imageBytes).toBe(ck.imageBytes);
     expect(progress.at(-1)).toBe(ck.imageBytes);

@@ -169,6 +169,7 @@ describe.skipIf(!criuReady && !process.env.CI)('the CRIU engine pages through th
       const sink = tcpImageSink({ host: listener.host, port: listener.port });
       const ck = await engine.checkpoint({ task: { kind: 'process', pid: child.pid! }, migrationId: `m-pump-${mode}`, destination: { kind: 'stream', sink, localDir: join(dir, 'source') }, deadline: Date.now() + 30_000 });
       expect(ck.status).toBe('ok');
+      if (ck.status === 'ok') expect(ck.value.dataPath).toBe(mode === 'native' ? 'direct channel (native pump)' : 'direct channel (criu)');
       const rec = await received!;
       expect(rec.status).toBe('ok');
       expect(existsSync(marks) ? readFileSync(marks, 'utf8').trim().split('\n') : []).toEqual(pumpStarts);

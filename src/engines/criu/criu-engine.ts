@@ -694,6 +694,7 @@ export class CriuEngine implements CheckpointEngine {
           taskState: state,
           phases,
           logPath,
+          dataPath: dest.kind === 'directory' ? 'directory' : !direct ? 'relay' : criuOwnsChannel ? 'direct channel (criu)' : `direct channel (${pumpBinary ? 'native pump' : 'agent pump'})`,
         },
         started,
       );
