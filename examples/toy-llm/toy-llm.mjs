@@ -4,6 +4,12 @@
 //   node toy-llm.mjs --prompt-tokens N --state-mib M --out FILE --tokens T --interval-ms I [--seed S]
 //   node toy-llm.mjs --reference --prompt-tokens N --state-mib M --tokens T [--seed S]
 //
+// --weights-mib W adds "weights": W MiB made from the seed alone (the model's weights, which a real server loads from
+// disk), sampled by every decode step. --control-port P serves the cooperation endpoints spotwatch calls around a
+// checkpoint (`spotwatch run --prepare-url http://127.0.0.1:P/prepare --resume-url http://127.0.0.1:P/resume`):
+// POST /prepare stops decoding after the current token and releases the weights (they are rebuilt, not moved);
+// POST /resume rebuilds them and decodes on. Both are written to FILE as `# prepare …` / `# resume …` lines.
+//
 // Prefill is deliberately expensive (a fixed CPU loop of about a second, --prefill-rounds) and builds an
 // in-memory "KV cache": a Uint32Array of M MiB filled deterministically from the prompt. Decode then emits
 // one token every I ms; each token is a hash of the previous token and a strided sample spanning the whole
@@ -18,15 +24,19 @@
 // To be checkpointable by CRIU start it without a terminal, in its own session, stdio on files or /dev/null:
 //   setsid node toy-llm.mjs ... </dev/null >/dev/null 2>toy.err &
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 const VOCAB = 50257;
 const SAMPLES = 4096;
 
 function parseArgs(argv) {
-  const o = { promptTokens: 128, stateMib: 64, out: '', tokens: 100, intervalMs: 20, seed: 1, prefillRounds: 400, reference: false };
+  const o = { promptTokens: 128, stateMib: 64, out: '', tokens: 100, intervalMs: 20, seed: 1, prefillRounds: 400, reference: false, weightsMib: 0, controlPort: 0 };
   const names = {
     '--prompt-tokens': 'promptTokens', '--state-mib': 'stateMib', '--tokens': 'tokens',
     '--interval-ms': 'intervalMs', '--seed': 'seed', '--prefill-rounds': 'prefillRounds',
+    '--weights-mib': 'weightsMib', '--control-port': 'controlPort',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -81,11 +91,27 @@ function prefill(prompt, stateMib, rounds) {
   return { cache, digest: h };
 }
 
-/** One decode step: the next token from the previous one and a sample spanning the whole cache. */
-function nextToken(cache, prev, index) {
+/** The "weights": W MiB from the seed alone (what a real server would load from disk), or null for none. */
+function makeWeights(mib, seed) {
+  if (mib === 0) return null;
+  const w = new Uint32Array(mib * 262144);
+  let x = (seed * 0x2545f491) >>> 0 || 7;
+  for (let i = 0; i < w.length; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    w[i] = x;
+  }
+  return w;
+}
+
+/** One decode step: the next token from the previous one and a sample spanning the whole cache (and weights). */
+function nextToken(cache, prev, index, weights) {
   const stride = Math.max(1, Math.floor(cache.length / SAMPLES));
   let h = (prev ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0;
   for (let k = prev % stride; k < cache.length; k += stride) h = mix(h, cache[k]);
+  if (weights) {
+    const ws = Math.max(1, Math.floor(weights.length / SAMPLES));
+    for (let k = h % ws; k < weights.length; k += ws) h = mix(h, weights[k]);
+  }
   cache[(Math.imul(index, 7919) + h) % cache.length >>> 0] ^= h;
   return h % VOCAB;
 }
@@ -97,12 +123,13 @@ const t0 = Date.now();
 const { cache, digest } = prefill(prompt, o.stateMib, o.prefillRounds);
 prefillCount++;
 const prefillMs = Date.now() - t0;
+let weights = makeWeights(o.weightsMib, o.seed);
 
 if (o.reference) {
   let prev = prompt[prompt.length - 1];
   const lines = [];
   for (let i = 0; i < o.tokens; i++) {
-    prev = nextToken(cache, prev, i);
+    prev = nextToken(cache, prev, i, weights);
     lines.push(`${i} ${prev}\n`);
   }
   process.stdout.write(lines.join(''));
@@ -112,16 +139,64 @@ if (o.reference) {
   process.stderr.write(`toy-llm: prefill ${prefillCount} done in ${prefillMs} ms (pid ${process.pid})\n`);
   let prev = prompt[prompt.length - 1];
   let i = 0;
+  let paused = false;
+  let timer;
   const step = () => {
+    timer = undefined;
+    if (paused) return;
     if (o.tokens > 0 && i >= o.tokens) {
       writeSync(fd, `# done ${i}\n`);
       closeSync(fd);
       process.exit(0);
     }
-    prev = nextToken(cache, prev, i);
+    prev = nextToken(cache, prev, i, weights);
     writeSync(fd, `${i} ${prev}\n`);
     i++;
-    setTimeout(step, o.intervalMs);
+    timer = setTimeout(step, o.intervalMs);
   };
   step();
+  if (o.controlPort > 0) serveControl(o.controlPort, {
+    prepare() {
+      paused = true;
+      clearTimeout(timer);
+      timer = undefined;
+      const released = weights ? weights.byteLength : 0;
+      weights = null;
+      // Hand the released memory back to the OS now, so the checkpoint does not carry it.
+      setFlagsFromString('--expose-gc');
+      runInNewContext('gc')();
+      writeSync(fd, `# prepare at token ${i} released=${released}\n`);
+      return { token: i, releasedBytes: released };
+    },
+    resume() {
+      const t = Date.now();
+      if (!weights) weights = makeWeights(o.weightsMib, o.seed);
+      const ms = Date.now() - t;
+      writeSync(fd, `# resume at token ${i} pid=${process.pid} rebuilt-ms=${ms}\n`);
+      if (paused) {
+        paused = false;
+        timer ??= setTimeout(step, 0);
+      }
+      return { token: i, rebuiltMs: ms };
+    },
+  });
+}
+
+/** POST /prepare and /resume on 127.0.0.1:port; every answer closes its connection (CRIU dumps no open ones). */
+function serveControl(port, actions) {
+  const server = createServer((req, res) => {
+    const name = req.url === '/prepare' ? 'prepare' : req.url === '/resume' ? 'resume' : undefined;
+    req.resume();
+    req.on('end', () => {
+      res.setHeader('connection', 'close');
+      if (req.method !== 'POST' || !name) {
+        res.statusCode = 404;
+        res.end('POST /prepare or /resume\n');
+        return;
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end(`${JSON.stringify(actions[name]())}\n`);
+    });
+  });
+  server.listen(port, '127.0.0.1');
 }

@@ -13,6 +13,7 @@ import { startOpsServer, type OpsServer, type ReadinessCheck } from './http-serv
 import type { CheckpointEngine } from '../engines/checkpoint-engine.js';
 import { CriuEngine } from '../engines/criu/index.js';
 import { CudaCheckpointHook, queryGpus } from '../engines/cuda/index.js';
+import { TaskControlHook } from '../engines/task-control-hook.js';
 import { NodeRuntime } from '../migration/node-runtime.js';
 import type { NodeDrainer } from '../k8s/node-drainer.js';
 import { procBootClock, type BootClock } from './boot-clock.js';
@@ -114,7 +115,9 @@ export class Agent {
           this.deps.engine ??
           new CriuEngine({
             rates: { checkpointBytesPerSec: this.deps.config.initialRates.stream, restoreBytesPerSec: this.deps.config.initialRates.restore },
-            hooks: [new CudaCheckpointHook({ checkpointBytesPerSec: this.deps.config.initialRates.gpu })],
+            // In order before the dump, in reverse after it: the task prepares while it can still use its GPU,
+            // and resumes after the CUDA restore.
+            hooks: [new TaskControlHook(), new CudaCheckpointHook({ checkpointBytesPerSec: this.deps.config.initialRates.gpu })],
           }),
         gpuInfo: nodeGpus,
         logger: this.logger,

@@ -2,12 +2,14 @@ import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { TaskControl } from '../engines/checkpoint-engine.js';
 import { estimateImageBytes, pidExists } from '../engines/criu/proc.js';
 import { FALLBACKS, type Fallback, type TaskRecord } from '../registry/types.js';
 import { EXIT, type CliIo } from './io.js';
 import { openRegistry, parseClientArgs } from './client-config.js';
 
-const HELP = `usage: spotwatch run [--id ID] [--priority N] [--mem-hint MiB] [--gpu-mem MiB] [--fallback F] [--log FILE] -- CMD ARGS…
+const HELP = `usage: spotwatch run [--id ID] [--priority N] [--mem-hint MiB] [--gpu-mem MiB] [--fallback F] [--log FILE]
+                     [--prepare-url URL] [--resume-url URL] -- CMD ARGS…
        spotwatch run --pid PID [--id ID] [--priority N] …
 
 Starts CMD under the local agent's care — in its own session, stdin from /dev/null and stdout/stderr to
@@ -20,6 +22,11 @@ default the hostname). With --pid, registers a process that is already running i
   --mem-hint   memory of the task in MiB, until the agent measures it
   --pod        namespace/name of the Kubernetes pod the task runs in (default: POD_NAMESPACE/POD_NAME
                from the environment); the agent never evicts a pod whose task it migrates
+  --prepare-url, --resume-url
+               http endpoints of a task that cooperates with its checkpoints: the agent POSTs
+               {"event":"prepare",...} before the checkpoint (stop at a step boundary, release what you can
+               reload — caches, weights on local disk) and {"event":"resume",...} once the task runs again
+               (after the restore, or on the source when the checkpoint did not happen)
   plus --redis-url, --queue-prefix, --node-id (flags or environment, as for the agent)
 `;
 
@@ -38,6 +45,8 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       log: { type: 'string' },
       pid: { type: 'string' },
       pod: { type: 'string' },
+      'prepare-url': { type: 'string' },
+      'resume-url': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     io,
@@ -65,6 +74,13 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
   const nodeId = config.nodeId ?? hostname();
   const pod = (values.pod as string | undefined) ?? (io.env.POD_NAMESPACE && io.env.POD_NAME ? `${io.env.POD_NAMESPACE}/${io.env.POD_NAME}` : undefined);
   if (pod !== undefined && !/^[a-z0-9][-a-z0-9]*\/[a-z0-9][-.a-z0-9]*$/.test(pod)) return fail(`--pod "${pod}" is not namespace/name`);
+  const control: TaskControl = {};
+  for (const [flag, key] of [['prepare-url', 'prepareUrl'], ['resume-url', 'resumeUrl']] as const) {
+    const url = values[flag] as string | undefined;
+    if (url === undefined) continue;
+    if (!URL.canParse(url) || new URL(url).protocol !== 'http:') return fail(`--${flag} "${url}" is not an http:// URL (the task's own endpoint on this node)`);
+    control[key] = url;
+  }
   const id = (values.id as string | undefined) ?? `task-${Date.now().toString(36)}`;
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) return fail(`--id "${id}" may only use letters, digits, ".", "_" and "-" (up to 64)`);
   const logPath = (values.log as string | undefined) ?? join(dirname(config.spoolPath), 'tasks', `${id}.log`);
@@ -109,6 +125,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       command: command.length > 0 ? command : [`pid:${pid}`],
       logPath: values.pid !== undefined ? '' : logPath,
       ...(pod ? { pod } : {}),
+      ...(Object.keys(control).length ? { control } : {}),
       startedAt: Date.now(),
       updatedAt: Date.now(),
       migrations: 0,

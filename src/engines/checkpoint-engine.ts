@@ -27,6 +27,18 @@ import type { Duplex } from 'node:stream';
 /** Absolute time in milliseconds since the Unix epoch (the `Date.now()` scale). */
 export type EpochMs = number;
 
+/**
+ * HTTP endpoints of a task that cooperates with its checkpoints (as serving engines expose them: SGLang's
+ * release/resume_memory_occupation, vLLM's sleep/wake_up). spotwatch POSTs `prepareUrl` before the checkpoint
+ * (the task stops its work at a step boundary and may release what it can get back on its own — allocator caches,
+ * weights it can reload from local disk — so fewer bytes move) and `resumeUrl` once the task runs again: on the
+ * target after the restore, or on the source when the checkpoint did not happen.
+ */
+export interface TaskControl {
+  prepareUrl?: string;
+  resumeUrl?: string;
+}
+
 /** The task to checkpoint: a process tree rooted at `pid`, or a container (engines say which kinds they take). */
 export type TaskRef =
   | {
@@ -35,6 +47,8 @@ export type TaskRef =
       pid: number;
       /** spotwatch's task id, for logs. */
       id?: string;
+      /** The task's own control endpoints, when it cooperates with its checkpoints (task-control-hook.ts). */
+      control?: TaskControl;
     }
   | {
       kind: 'container';

@@ -234,7 +234,7 @@ export class NodeRuntime {
       await this.registry.updateMigration(current.id, { phase: 'checkpointing' });
       let lastProgressWrite = 0;
       const result = await this.o.engine.checkpoint({
-        task: { kind: 'process', pid: task.pid, id: task.id },
+        task: { kind: 'process', pid: task.pid, id: task.id, ...(task.control ? { control: task.control } : {}) },
         migrationId: current.id,
         destination: { kind: 'stream', sink: tcpImageSink({ host, port }, this.authenticate, `${target.id} ${target.peerAddress}`), localDir },
         deadline,
@@ -313,7 +313,7 @@ export class NodeRuntime {
     if (task.fallback === 'checkpoint-to-storage') {
       const directory = join(this.o.config.storageDir, migration.id);
       const result: EngineResult<unknown> = await this.o.engine.checkpoint({
-        task: { kind: 'process', pid: task.pid, id: task.id },
+        task: { kind: 'process', pid: task.pid, id: task.id, ...(task.control ? { control: task.control } : {}) },
         migrationId: migration.id,
         destination: { kind: 'directory', path: directory },
         deadline,

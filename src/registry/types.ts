@@ -1,3 +1,4 @@
+import type { TaskControl } from '../engines/checkpoint-engine.js';
 import type { Lifecycle } from '../provider.js';
 
 /** A node as its agent last described it (heartbeat). Healthy = its heartbeat key has not expired. */
@@ -46,6 +47,8 @@ export interface TaskRecord {
   logPath: string;
   /** `namespace/name` of the Kubernetes pod the task runs in, if any (never evicted while migrating). */
   pod?: string;
+  /** The task's own prepare/resume endpoints, when it cooperates with its checkpoints (`spotwatch run --prepare-url`). */
+  control?: TaskControl;
   startedAt: number;
   updatedAt: number;
   migrations: number;

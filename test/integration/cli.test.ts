@@ -28,6 +28,12 @@ describe('spotwatch CLI (real process)', () => {
     expect(result.stderr).toMatch(/action/);
   });
 
+  it('run: a control endpoint that is not the task\'s http URL is refused before anything starts (exit 2)', async () => {
+    const result = await runCli(['run', '--id', 'bad-control', '--redis-url', redisUrl, '--prepare-url', 'https://127.0.0.1:9/prepare', '--', 'sleep', '30']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--prepare-url "https://127.0.0.1:9/prepare" is not an http:// URL');
+  });
+
   it('agent: reports every invalid setting at once and exits 2', async () => {
     const result = await runCli(['agent', '--poll-interval', '5', '--redis-url', 'http://nope', '--provider', 'ibm'], { env: { SPOTWATCH_HTTP_PORT: 'eighty' } });
     expect(result.code).toBe(2);

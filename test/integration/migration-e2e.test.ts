@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { LocalCluster } from '../../src/dev/local-cluster.js';
+import { freePort } from '../../src/util/free-port.js';
 import { locateCriu } from '../../src/engines/criu/criu-binary.js';
 import type { Registry } from '../../src/registry/registry.js';
 import type { MigrationRecord, TaskRecord } from '../../src/registry/types.js';
@@ -26,18 +27,31 @@ if (!ready && process.env.CI) throw new Error(`CRIU is required for the migratio
 
 const entry = fileURLToPath(new URL('../../src/cli/run.ts', import.meta.url));
 
+interface ToyOptions {
+  id: string;
+  stateMib: number;
+  tokens: number;
+  intervalMs: number;
+  fallback?: string;
+  outDir?: string;
+  /** More toy arguments (e.g. --weights-mib, --control-port). */
+  toyArgs?: string[];
+  /** More `spotwatch run` arguments (e.g. --prepare-url). */
+  runArgs?: string[];
+}
+
 interface Cluster extends LocalCluster {
-  runToy(nodeId: string, options: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string; outDir?: string }): Promise<{ out: string; args: string[] }>;
+  runToy(nodeId: string, options: ToyOptions): Promise<{ out: string; args: string[] }>;
 }
 
 async function cluster(): Promise<Cluster> {
   const c = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: ['--import', 'tsx', entry] }, env: { UV_USE_IO_URING: '0' } });
   return Object.assign(c, {
-    async runToy(nodeId: string, o: { id: string; stateMib: number; tokens: number; intervalMs: number; fallback?: string; outDir?: string }) {
+    async runToy(nodeId: string, o: ToyOptions) {
       const out = join(o.outDir ?? c.dir, `${o.id}.tokens`);
-      const args = ['--prompt-tokens', '64', '--state-mib', String(o.stateMib), '--tokens', String(o.tokens), '--interval-ms', String(o.intervalMs), '--seed', '11'];
+      const args = ['--prompt-tokens', '64', '--state-mib', String(o.stateMib), '--tokens', String(o.tokens), '--interval-ms', String(o.intervalMs), '--seed', '11', ...(o.toyArgs ?? [])];
       const result = await runCli(
-        ['run', '--id', o.id, '--node-id', nodeId, '--fallback', o.fallback ?? 'checkpoint-to-storage', '--log', join(c.dir, `${o.id}.log`), '--', process.execPath, TOY, ...args, '--out', out],
+        ['run', '--id', o.id, '--node-id', nodeId, '--fallback', o.fallback ?? 'checkpoint-to-storage', '--log', join(c.dir, `${o.id}.log`), ...(o.runArgs ?? []), '--', process.execPath, TOY, ...args, '--out', out],
         { env: { REDIS_URL: redisUrl, SPOTWATCH_QUEUE_PREFIX: c.prefix, UV_USE_IO_URING: '0' } },
       );
       expect(result.code, result.stderr).toBe(0);
@@ -98,6 +112,40 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(readdirSync(targetDir).filter((f) => f.endsWith('.img'))).toEqual([]);
     const status = await runCli(['status', '--redis-url', redisUrl, '--queue-prefix', c.prefix]);
     expect(status.stdout).toMatch(/toy-1 .*node-a → node-b .*migrated/);
+  });
+
+  it('a task that cooperates releases its weights before the checkpoint and rebuilds them after the restore: fewer bytes, same tokens', async () => {
+    c = await cluster();
+    await c.startNode('node-a');
+    await c.startNode('node-b', { zone: 'us-east-1b' });
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const toy = await c.runToy('node-a', {
+      id: 'toy-coop',
+      stateMib: 16,
+      tokens: 250,
+      intervalMs: 20,
+      toyArgs: ['--weights-mib', '128', '--control-port', String(port)],
+      runArgs: ['--prepare-url', `${base}/prepare`, '--resume-url', `${base}/resume`],
+    });
+    expect((await c.registry.getTask('toy-coop'))?.control).toEqual({ prepareUrl: `${base}/prepare`, resumeUrl: `${base}/resume` });
+    await c.interrupt('node-a');
+    const migration = await waitFor('the migration to be reported', 60_000, async () => {
+      const m = await migrationOf(c!.registry, 'toy-coop');
+      return m?.outcome ? m : undefined;
+    });
+    expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
+    // 16 MiB of cache plus the runtime moved; the 128 MiB of weights did not.
+    expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
+    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    const text = readFileSync(toy.out, 'utf8');
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
+    expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    const prepared = /^# prepare at token (\d+) released=(\d+)$/m.exec(text);
+    const resumed = /^# resume at token (\d+) /m.exec(text);
+    expect(prepared?.[2]).toBe(String(128 * 1024 * 1024));
+    expect(resumed?.[1]).toBe(prepared?.[1]); // not a token between the two
+    expect(text.indexOf('# prepare')).toBeLessThan(text.indexOf('# resume'));
   });
 
   it('applies and reports the fallback when no healthy target exists', async () => {

@@ -26,7 +26,7 @@ import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import type { Socket } from 'node:net';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import type {
+import type { TaskControl,
   CallOptions,
   CheckpointEngine,
   CheckpointRequest,
@@ -119,6 +119,8 @@ export interface CriuImageManifest {
   migrationId: string;
   createdAt: string;
   taskId?: string;
+  /** The task's control endpoints (task-control-hook.ts): the restore tells the task to resume through them. */
+  taskControl?: TaskControl;
   rootPid: number;
   /** Every process of the dumped tree, root first. */
   pids: number[];
@@ -639,6 +641,7 @@ export class CriuEngine implements CheckpointEngine {
         streamed: dest.kind === 'stream',
       };
       if (task.id !== undefined) manifest.taskId = task.id;
+      if (task.control !== undefined) manifest.taskControl = task.control;
       await writeFile(join(imagesDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 
       let imageBytes: number;
@@ -879,7 +882,8 @@ export class CriuEngine implements CheckpointEngine {
     const logName = await freeLogName(dir, 'restore');
     const logPath = join(dir, logName);
     const pidFile = join(dir, logName.replace(/\.log$/, '.pid'));
-    const task: TaskRef = manifest?.taskId !== undefined ? { kind: 'process', pid: 0, id: manifest.taskId } : { kind: 'process', pid: 0 };
+    const identity = { ...(manifest?.taskId !== undefined ? { id: manifest.taskId } : {}), ...(manifest?.taskControl ? { control: manifest.taskControl } : {}) };
+    const task: TaskRef = { kind: 'process', pid: 0, ...identity };
     const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids: [] };
     try {
       const hooks = this.hooks;
@@ -920,7 +924,7 @@ export class CriuEngine implements CheckpointEngine {
         phases.criuForking = Math.round(stats.forkingTimeUs / 1000);
         phases.criuRestore = Math.round(stats.restoreTimeUs / 1000);
       }
-      const restored: TaskRef = manifest?.taskId !== undefined ? { kind: 'process', pid, id: manifest.taskId } : { kind: 'process', pid };
+      const restored: TaskRef = { kind: 'process', pid, ...identity };
       if (hooks.length) {
         const th = Date.now();
         const ctx: HookContext = { ...hookCtx, task: restored, pids: await processTree(pid) };
