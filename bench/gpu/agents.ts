@@ -115,7 +115,8 @@ async function migrate(a: Args): Promise<void> {
 
     // The task, the way a user starts one: `spotwatch run` on node-a.
     const launchTs = Date.now();
-    const run = await runCli(node, cli, ['run', '--id', taskId, '--node-id', 'node-a', '--fallback', 'none', '--log', logPath, '--', ...taskArgv], {
+    const runArgs = a['run-args'] ? (JSON.parse(a['run-args']) as string[]) : []; // e.g. --prepare-url/--resume-url
+    const run = await runCli(node, cli, ['run', '--id', taskId, '--node-id', 'node-a', '--fallback', 'none', '--log', logPath, ...runArgs, '--', ...taskArgv], {
       ...process.env,
       REDIS_URL: redisUrl,
       SPOTWATCH_QUEUE_PREFIX: cluster.prefix,

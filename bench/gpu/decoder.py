@@ -125,6 +125,146 @@ def bandwidth(args):
             json.dump(res, f)
 
 
+class VmmWeights:
+    """All weights in one device range from the CUDA driver's virtual memory API (cuMemAddressReserve/Create/Map),
+    each parameter a view of it. release() unmaps and frees the physical memory but keeps the address range
+    reserved; remap_and_load() maps new memory at the same addresses and reads the weights again from local disk —
+    so torch.compile'd code and the captured CUDA graph, which hold the pointers, stay valid. What SGLang's
+    torch_memory_saver does; here it lets spotwatch's task control leave the weights out of a checkpoint."""
+
+    ALIGN = 512
+
+    def __init__(self, model_dir, c, dev):
+        import torch
+        from cuda.bindings import driver as cu
+        from safetensors import safe_open
+
+        self.torch, self.cu, self.safe_open, self.model_dir, self.c = torch, cu, safe_open, model_dir, c
+        self.dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
+        self.layout, off = [], 0
+        dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+        for shard in sorted(set(c["weight_map"].values())):
+            with safe_open(os.path.join(model_dir, shard), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    sl = f.get_slice(name)
+                    shape, dt = tuple(sl.get_shape()), dtypes[sl.get_dtype()]
+                    n = math.prod(shape) * torch.tensor([], dtype=dt).element_size()
+                    self.layout.append((shard, name, off, n, shape, dt))
+                    off = (off + n + self.ALIGN - 1) // self.ALIGN * self.ALIGN
+        self.prop = cu.CUmemAllocationProp()
+        self.prop.type = cu.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
+        self.prop.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+        self.prop.location.id = self.dev_index
+        gran = self._ck(cu.cuMemGetAllocationGranularity(self.prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_RECOMMENDED))
+        self.size = (off + gran - 1) // gran * gran
+        self.ptr = int(self._ck(cu.cuMemAddressReserve(self.size, gran, 0, 0)))
+        self._map()
+        ptr, size = self.ptr, self.size
+
+        class _Mem:
+            __cuda_array_interface__ = {"shape": (size,), "typestr": "|u1", "data": (ptr, False), "version": 3}
+
+        flat = torch.as_tensor(_Mem(), device=dev)
+        self.views = {name: flat[o:o + n].view(dt).view(shape) for (_s, name, o, n, shape, dt) in self.layout}
+
+    def _ck(self, r):
+        err = r[0] if isinstance(r, tuple) else r
+        if err != self.cu.CUresult.CUDA_SUCCESS:
+            raise RuntimeError(f"CUDA driver call failed: {err}")
+        return r[1] if isinstance(r, tuple) and len(r) > 1 else None
+
+    def _map(self):
+        cu = self.cu
+        self.handle = self._ck(cu.cuMemCreate(self.size, self.prop, 0))
+        r = cu.cuMemMap(self.ptr, self.size, 0, self.handle, 0)
+        if r[0] != cu.CUresult.CUDA_SUCCESS:
+            # the reservation did not survive (e.g. a restore): reserve the same addresses again, then map
+            got = int(self._ck(cu.cuMemAddressReserve(self.size, 0, self.ptr, 0)))
+            if got != self.ptr:
+                raise RuntimeError(f"could not reserve the weights' addresses again (got {got:#x}, wanted {self.ptr:#x})")
+            self._ck(cu.cuMemMap(self.ptr, self.size, 0, self.handle, 0))
+        desc = cu.CUmemAccessDesc()
+        desc.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
+        desc.location.id = self.dev_index
+        desc.flags = cu.CUmemAccess_flags.CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+        self._ck(cu.cuMemSetAccess(self.ptr, self.size, [desc], 1))
+
+    def load(self):
+        total = 0
+        for shard in sorted({s for (s, *_r) in self.layout}):
+            with self.safe_open(os.path.join(self.model_dir, shard), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    x = f.get_tensor(name)
+                    self.views[name].copy_(x)
+                    total += x.numel() * x.element_size()
+        return total
+
+    def release(self):
+        self._ck(self.cu.cuMemUnmap(self.ptr, self.size))
+        self._ck(self.cu.cuMemRelease(self.handle))
+        self.handle = None
+        return self.size
+
+    def remap_and_load(self):
+        if self.handle is None:
+            self._map()
+        return self.load()
+
+
+class Control:
+    """spotwatch's task control (spotwatch run --prepare-url/--resume-url): POST /prepare and /resume on
+    127.0.0.1:PORT. The HTTP thread hands each request to the decode loop, which acts between two tokens and answers;
+    every connection closes after its answer (HTTP/1.0), so none is open when CRIU dumps the process."""
+
+    def __init__(self, port):
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        self.lock = threading.Lock()
+        self.pending, self.reply = None, None
+        self.requested, self.answered = threading.Event(), threading.Event()
+        ctl = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                what = {"/prepare": "prepare", "/resume": "resume"}.get(self.path)
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                if what is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                with ctl.lock:
+                    ctl.answered.clear()
+                    ctl.pending = what
+                    ctl.requested.set()
+                    ok = ctl.answered.wait(300)
+                    body = json.dumps(ctl.reply if ok else {"error": "no answer"}).encode()
+                self.send_response(200 if ok else 504)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = HTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wanted(self, what):
+        return self.requested.is_set() and self.pending == what
+
+    def wait_for(self, what):
+        while not (self.requested.wait(1) and self.pending == what):
+            pass
+
+    def answer(self, reply):
+        self.requested.clear()
+        self.pending = None
+        self.reply = reply
+        self.answered.set()
+
+
 def run(args):
     tm = {"t_start": T_START, "config": args.config, "ctx": args.ctx, "new_tokens": args.new_tokens, "reference": args.reference}
     t = time.time()
@@ -144,12 +284,17 @@ def run(args):
     with open(os.path.join(args.model_dir, "config.json")) as f:
         c = json.load(f)
     W, nbytes = {}, 0
-    for shard in sorted(set(c["weight_map"].values())):
-        with safe_open(os.path.join(args.model_dir, shard), framework="pt", device="cpu") as f:
-            for name in f.keys():
-                x = f.get_tensor(name)
-                W[name] = x.to(dev)
-                nbytes += x.numel() * x.element_size()
+    vmm = VmmWeights(args.model_dir, c, dev) if args.vmm_weights else None
+    if vmm is not None:
+        W = vmm.views
+        nbytes = vmm.load()
+    else:
+        for shard in sorted(set(c["weight_map"].values())):
+            with safe_open(os.path.join(args.model_dir, shard), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    x = f.get_tensor(name)
+                    W[name] = x.to(dev)
+                    nbytes += x.numel() * x.element_size()
     torch.cuda.synchronize()
     tm["load_s"] = time.time() - t
     tm["weights_bytes"] = nbytes
@@ -301,8 +446,22 @@ def run(args):
     tm["first_token_ts"] = time.time()
     print(json.dumps({"ready": os.getpid(), "first_token_ts": tm["first_token_ts"]}), flush=True)
     interval = args.token_interval_ms / 1000.0
+    ctl = Control(args.control_port) if args.control_port else None
     t = time.time()
     for i in range(1, args.new_tokens):
+        if ctl is not None and ctl.wanted("prepare"):
+            # Between two tokens: give the weights' device memory back (the address range stays reserved, so the
+            # captured graph's pointers stay valid) and the allocator's cache, then wait for resume.
+            torch.cuda.synchronize()
+            released = vmm.release() if vmm is not None else 0
+            torch.cuda.empty_cache()
+            ctl.answer({"token": i, "releasedBytes": released})
+            ctl.wait_for("resume")
+            tr = time.time()
+            reloaded = vmm.remap_and_load() if vmm is not None else 0
+            torch.cuda.synchronize()
+            tm.setdefault("resumes", []).append({"token": i, "reloadedBytes": reloaded, "seconds": time.time() - tr})
+            ctl.answer({"token": i, "reloadedBytes": reloaded, "seconds": time.time() - tr})
         if graph is not None:
             graph.replay()
         else:
@@ -336,6 +495,8 @@ def main():
     ap.add_argument("--timings")
     ap.add_argument("--reference", action="store_true", help="the uninterrupted run whose token stream is the reference")
     ap.add_argument("--empty-cache", action="store_true", help="release the allocator's cached blocks after the prefill")
+    ap.add_argument("--vmm-weights", action="store_true", help="weights in one range of the driver's VMM API (releasable, same addresses)")
+    ap.add_argument("--control-port", type=int, default=0, help="serve spotwatch's task control (POST /prepare, /resume) on 127.0.0.1:PORT")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-graph", action="store_true")
     args = ap.parse_args()

@@ -29,6 +29,8 @@
 #                               measured on an H100, "stream=1.3GB,restore=1.4GB,gpu=1.5GB")
 #   SPOTWATCH_GPU_DECODER_EMPTY_CACHE  agent path only: 1 = the decoder frees the allocator's cached blocks after
 #                               its prefill (as +emptycache on the direct path)
+#   SPOTWATCH_GPU_DECODER_CONTROL  agent path only: 1 = the decoder keeps its weights in VMM memory and serves task
+#                               control; spotwatch tells it to release them before the checkpoint and reload after
 #   SPOTWATCH_TRANSPARENT_HUGEPAGES  passed to the agents (always: they set the node's THP at start, docs/gpu.md)
 #   SPOTWATCH_GPU_BENCH_TASK    agent path only: decoder (default) or toy (examples/toy-llm/toy-llm.mjs, a CPU
 #                               rehearsal of the same code path: CONFIGS="toy:64:300", no GPU, no PyTorch)
@@ -201,6 +203,7 @@ run_agents() {
   local task_args expect_gpu=true timings=()
   local tokens="$R/$c.agents.tokens"
   rm -f "$tokens" "$R/$c.agents.timings.json"
+  local run_args="[]"
   if [ "$BENCH_TASK" = toy ]; then
     # CPU rehearsal: the toy LLM ("context" = prompt tokens), 64 MiB of state
     local toy="$ROOT/examples/toy-llm/toy-llm.mjs" targs=(--prompt-tokens "$ctx" --state-mib 64 --tokens "$n" --interval-ms 20 --seed 11)
@@ -211,7 +214,16 @@ run_agents() {
     model_and_reference "$c" "$ctx" "$n" || { stop_redis; return 1; }
     # SPOTWATCH_GPU_DECODER_EMPTY_CACHE=1: the decoder releases the allocator's cached blocks after its prefill
     # (an application's choice, as in the direct path's +emptycache; tokens are the same).
-    task_args=$(json_argv "$PY" "${common[@]}" ${SPOTWATCH_GPU_DECODER_EMPTY_CACHE:+--empty-cache} --out "$tokens" --timings "$R/$c.agents.timings.json")
+    # SPOTWATCH_GPU_DECODER_CONTROL=1: the decoder keeps its weights in memory it can give back (--vmm-weights) and
+    # serves spotwatch's task control; `spotwatch run` registers its prepare/resume endpoints.
+    local ctl_args=()
+    if [ -n "${SPOTWATCH_GPU_DECODER_CONTROL:-}" ]; then
+      local cport
+      cport=$("$NODE" -e 'const s=require("node:net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+      ctl_args=(--vmm-weights --control-port "$cport")
+      run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume")
+    fi
+    task_args=$(json_argv "$PY" "${common[@]}" ${SPOTWATCH_GPU_DECODER_EMPTY_CACHE:+--empty-cache} "${ctl_args[@]}" --out "$tokens" --timings "$R/$c.agents.timings.json")
     timings=(--timings "$R/$c.agents.timings.json")
   fi
   local dropped=false
@@ -220,7 +232,7 @@ run_agents() {
   # Under a subreaper (bench/gpu/subreaper.py): the source task's zombie is reaped at once, as on a real node.
   "${PY:-python3}" "$ROOT/bench/gpu/subreaper.py" "$NODE" "$B/agents.mjs" migrate --label "$c" --node "$NODE" --cli "$B/spotwatch.mjs" --redis-url "redis://127.0.0.1:$port" \
     --initial-rates "${SPOTWATCH_GPU_INITIAL_RATES:-stream=1.3GB,restore=1.4GB,gpu=1.5GB}" \
-    --base-dir "$IMG" --task-args "$task_args" --tokens "$tokens" "${timings[@]}" --reference-tokens "$R/$c.ref.tokens" \
+    --base-dir "$IMG" --task-args "$task_args" --run-args "$run_args" --tokens "$tokens" "${timings[@]}" --reference-tokens "$R/$c.ref.tokens" \
     --log "$R/$c.agents.log" --agent-logs "$R" --result "$R/$c.agents.migrate.json" --migrate-at "$MIGRATE_AT" \
     --expect-gpu "$expect_gpu" --timeout-s "${MIGRATE_TIMEOUT_S:-300}"
   local rc=$?
