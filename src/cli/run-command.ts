@@ -27,6 +27,9 @@ default the hostname). With --pid, registers a process that is already running i
                {"event":"prepare",...} before the checkpoint (stop at a step boundary, release what you can
                reload — caches, weights on local disk) and {"event":"resume",...} once the task runs again
                (after the restore, or on the source when the checkpoint did not happen)
+  --releasable-mib
+               how much the task releases on prepare (and reloads on resume): planning and the
+               engine's deadline check leave it out of the bytes to move
   plus --redis-url, --queue-prefix, --node-id (flags or environment, as for the agent)
 `;
 
@@ -47,6 +50,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       pod: { type: 'string' },
       'prepare-url': { type: 'string' },
       'resume-url': { type: 'string' },
+      'releasable-mib': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     io,
@@ -80,6 +84,12 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
     if (url === undefined) continue;
     if (!URL.canParse(url) || new URL(url).protocol !== 'http:') return fail(`--${flag} "${url}" is not an http:// URL (the task's own endpoint on this node)`);
     control[key] = url;
+  }
+  if (values['releasable-mib'] !== undefined) {
+    const bytes = mib('releasable-mib');
+    if (bytes === undefined || !(bytes >= 0)) return fail(`--releasable-mib "${String(values['releasable-mib'])}" is not a size in MiB`);
+    if (!control.prepareUrl) return fail('--releasable-mib needs --prepare-url (the task releases that memory when it is told to prepare)');
+    control.releasableBytes = bytes;
   }
   const id = (values.id as string | undefined) ?? `task-${Date.now().toString(36)}`;
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) return fail(`--id "${id}" may only use letters, digits, ".", "_" and "-" (up to 64)`);

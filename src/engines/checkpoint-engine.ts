@@ -37,6 +37,16 @@ export type EpochMs = number;
 export interface TaskControl {
   prepareUrl?: string;
   resumeUrl?: string;
+  /**
+   * Bytes the task gives back on prepare and takes back on resume (e.g. its weights): they do not travel, so size
+   * and time estimates leave them out, and the time to reload them is counted instead.
+   */
+  releasableBytes?: number;
+}
+
+/** Bytes a checkpoint leaves out because the task releases them on prepare (0 without a prepare endpoint). */
+export function releasedOnPrepare(control: TaskControl | undefined): number {
+  return control?.prepareUrl ? Math.max(0, control.releasableBytes ?? 0) : 0;
 }
 
 /** The task to checkpoint: a process tree rooted at `pid`, or a container (engines say which kinds they take). */

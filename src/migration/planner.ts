@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { releasedOnPrepare } from '../engines/checkpoint-engine.js';
 import type { Logger } from '../logger.js';
 import type { Notice } from '../notice.js';
 import type { Registry } from '../registry/registry.js';
@@ -148,9 +149,17 @@ export class Planner {
         plans.push({ taskId: task.id, migrationId, decision: 'skip', reason: 'already planned for this notice', estimatedMs: 0 });
         continue;
       }
-      const bytes = task.memBytes + task.gpuMemBytes;
+      // A task that releases memory on prepare (its weights, say) moves less, and reloads that much after the restore
+      // (counted at the GPU rate: host → device is the copy it shares with the CUDA restore).
+      const released = Math.min(releasedOnPrepare(task.control), task.memBytes + task.gpuMemBytes);
+      const bytes = task.memBytes + task.gpuMemBytes - released;
+      const gpuMoved = Math.max(0, task.gpuMemBytes - released);
       const estimatedMs =
-        this.o.fixedCostMs + (1000 * bytes) / rates.stream + (1000 * bytes) / rates.restore + (task.gpuMemBytes > 0 ? (2000 * task.gpuMemBytes) / rates.gpu : 0);
+        this.o.fixedCostMs +
+        (1000 * bytes) / rates.stream +
+        (1000 * bytes) / rates.restore +
+        (gpuMoved > 0 ? (2000 * gpuMoved) / rates.gpu : 0) +
+        (released > 0 ? (1000 * released) / rates.gpu : 0);
       const base: MigrationRecord = {
         id: migrationId,
         noticeId: notice.id,

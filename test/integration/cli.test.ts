@@ -32,6 +32,9 @@ describe('spotwatch CLI (real process)', () => {
     const result = await runCli(['run', '--id', 'bad-control', '--redis-url', redisUrl, '--prepare-url', 'https://127.0.0.1:9/prepare', '--', 'sleep', '30']);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('--prepare-url "https://127.0.0.1:9/prepare" is not an http:// URL');
+    const noPrepare = await runCli(['run', '--id', 'bad-control', '--redis-url', redisUrl, '--releasable-mib', '100', '--', 'sleep', '30']);
+    expect(noPrepare.code).toBe(2);
+    expect(noPrepare.stderr).toContain('--releasable-mib needs --prepare-url');
   });
 
   it('agent: reports every invalid setting at once and exits 2', async () => {

@@ -126,17 +126,18 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
       tokens: 250,
       intervalMs: 20,
       toyArgs: ['--weights-mib', '128', '--control-port', String(port)],
-      runArgs: ['--prepare-url', `${base}/prepare`, '--resume-url', `${base}/resume`],
+      runArgs: ['--prepare-url', `${base}/prepare`, '--resume-url', `${base}/resume`, '--releasable-mib', '128'],
     });
-    expect((await c.registry.getTask('toy-coop'))?.control).toEqual({ prepareUrl: `${base}/prepare`, resumeUrl: `${base}/resume` });
+    expect((await c.registry.getTask('toy-coop'))?.control).toEqual({ prepareUrl: `${base}/prepare`, resumeUrl: `${base}/resume`, releasableBytes: 128 * 1024 * 1024 });
     await c.interrupt('node-a');
     const migration = await waitFor('the migration to be reported', 60_000, async () => {
       const m = await migrationOf(c!.registry, 'toy-coop');
       return m?.outcome ? m : undefined;
     });
     expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
-    // 16 MiB of cache plus the runtime moved; the 128 MiB of weights did not.
+    // 16 MiB of cache plus the runtime moved; the 128 MiB of weights did not — and the plan knew it.
     expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
+    expect(migration.estimatedBytes).toBeLessThan(128 * 1024 * 1024);
     await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
     const text = readFileSync(toy.out, 'utf8');
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));

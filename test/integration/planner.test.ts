@@ -70,6 +70,26 @@ describe('planner (real Redis, Lua reservations)', () => {
     expect(plan.tasks[0]).toMatchObject({ decision: 'migrate', targetNodeId: 'h100' });
   });
 
+  it('a task that releases its weights on prepare is planned on the bytes that move (plus their reload), not on all it holds', async () => {
+    const h100 = { gpuModel: 'NVIDIA H100 80GB HBM3', gpuCount: 1 };
+    await registry.heartbeat(node('src', { ...h100, gpuFreeBytes: 0 }), 30_000);
+    await registry.heartbeat(node('dst', { ...h100, gpuFreeBytes: 80 * GiB }), 30_000);
+    const gpuTask = { memBytes: GiB, gpuMemBytes: 20 * GiB, gpuModel: h100.gpuModel };
+    await registry.putTask(task('whole', 'src', gpuTask));
+    await registry.putTask(task('coop', 'src', { ...gpuTask, priority: 1, control: { prepareUrl: 'http://127.0.0.1:9/prepare', resumeUrl: 'http://127.0.0.1:9/resume', releasableBytes: 16 * GiB } }));
+    // Default rates (200 MB/s streamed, 400 MB/s restore, 1 GB/s each CUDA stage), 120 s of notice: 21 GiB cannot
+    // make it; 5 GiB moved plus 16 GiB reloaded can.
+    const plan = await planner.planNotice(interruption('i-src', 120));
+    const byTask = Object.fromEntries(plan.tasks.map((t) => [t.taskId, t]));
+    expect(byTask.coop).toMatchObject({ decision: 'migrate', targetNodeId: 'dst' });
+    expect(byTask.whole).toMatchObject({ decision: 'fallback' });
+    expect(byTask.whole!.reason).toMatch(/does not fit/);
+    const m = await registry.getMigration(byTask.coop!.migrationId);
+    expect(m?.estimatedBytes).toBe(5 * GiB);
+    // the target still needs room for all of it once the weights are back
+    expect((await registry.reservedOn('dst')).gpuBytes).toBe(20 * GiB);
+  });
+
   it('applies the fallback and says why when the deadline is too close or no target has room', async () => {
     await registry.heartbeat(node('a'), 30_000);
     await registry.heartbeat(node('small', { memFreeBytes: 512 * 1024 * 1024 }), 30_000);

@@ -26,6 +26,7 @@ import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import type { Socket } from 'node:net';
 import { release } from 'node:os';
 import { join } from 'node:path';
+import { releasedOnPrepare } from '../checkpoint-engine.js';
 import type { TaskControl,
   CallOptions,
   CheckpointEngine,
@@ -366,6 +367,8 @@ export class CriuEngine implements CheckpointEngine {
       est.gpuMemoryBytes += g.gpuMemoryBytes;
       est.imageBytes += g.gpuMemoryBytes;
     }
+    // What the task releases on prepare (task-control-hook.ts) is not in the image.
+    est.imageBytes = Math.max(0, est.imageBytes - releasedOnPrepare(task.control));
     return est;
   }
 
