@@ -221,7 +221,10 @@ run_agents() {
       local cport
       cport=$("$NODE" -e 'const s=require("node:net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
       ctl_args=(--vmm-weights --control-port "$cport")
-      run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume")
+      # what the decoder releases on prepare: its weights (bf16, 2 bytes a parameter), for the planner's estimate
+      local wmib
+      wmib=$("$PY" -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["params"] * 2 / 1048576))' "$W/models/$c/config.json")
+      run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume" --releasable-mib "$wmib")
     fi
     task_args=$(json_argv "$PY" "${common[@]}" ${SPOTWATCH_GPU_DECODER_EMPTY_CACHE:+--empty-cache} "${ctl_args[@]}" --out "$tokens" --timings "$R/$c.agents.timings.json")
     timings=(--timings "$R/$c.agents.timings.json")
