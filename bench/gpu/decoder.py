@@ -255,8 +255,11 @@ class Control:
         return self.requested.is_set() and self.pending == what
 
     def wait_for(self, what):
-        while not (self.requested.wait(1) and self.pending == what):
-            pass
+        while True:
+            if self.requested.wait(1):
+                if self.pending == what:
+                    return
+                self.answer({"state": "paused", "ignored": self.pending})  # e.g. a second prepare: already done
 
     def answer(self, reply):
         self.requested.clear()
