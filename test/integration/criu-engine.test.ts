@@ -433,6 +433,40 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     await expectRestoredRunMatches(toy);
   });
 
+  it('a restore whose after-restore hook fails leaves nothing running, and the image restores again (no second copy)', async () => {
+    const toy = await decodingToy({ stateMib: 16, tokens: 150, intervalMs: 10, decoded: 5 });
+    const images = join(toy.dir, 'img');
+    expectOk(await engine.checkpoint(toDirectory(toy.pid, 'm-afterfail', images, 10_000)));
+    let restoredPid = 0;
+    const failing: EngineHook = {
+      name: 'cuda',
+      afterRestore: async (c) => {
+        restoredPid = c.pids[0] ?? 0;
+        throw new Error('cuCheckpointProcessRestore: CUDA_ERROR_ILLEGAL_STATE');
+      },
+    };
+    const r = await new CriuEngine({ hooks: [failing] }).restore({ migrationId: 'm-afterfail', source: { kind: 'directory', path: images }, deadline: deadlineIn(15_000) });
+    const f = expectFailure(r, { status: 'retryable', code: 'HOOK_FAILED', taskState: 'gone' });
+    expect(f.message).toMatch(/the restored tree was killed, the image is whole/);
+    expect(restoredPid).toBeGreaterThan(0);
+    expect(await taskState(restoredPid)).toBe('gone');
+    // The same image, restored again without the failing hook: the run continues exactly. The toy has no CUDA
+    // lock holding it between CRIU's restore and the hook, so the killed copy may have written a token or two;
+    // the second copy writes the same ones again (same image, same state): identical lines, nothing else.
+    await restoreFrom(engine, 'm-afterfail', images, 15_000);
+    await waitFor(() => readOut(toy.out).done, 20_000, 'the restored toy to finish');
+    const got = readOut(toy.out);
+    const byIndex = new Map<string, string>();
+    for (const line of got.tokens) {
+      const index = line.split(' ')[0]!;
+      if (byIndex.has(index)) expect(line).toBe(byIndex.get(index));
+      byIndex.set(index, line);
+    }
+    expect([...byIndex.values()]).toEqual(await toy.reference);
+    expect(got.tokens.length - byIndex.size).toBeLessThanOrEqual(3);
+    expect(got.prefills).toBe(1);
+  });
+
   it('refuses a checkpoint that cannot meet its deadline and leaves the task alone', async () => {
     const toy = await decodingToy({ stateMib: 64, tokens: 400, intervalMs: 10, decoded: 2 });
     const slow = new CriuEngine({ rates: { checkpointBytesPerSec: 10e6 } }); // 64 MiB would take ~7 s

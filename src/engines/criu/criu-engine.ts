@@ -935,7 +935,17 @@ export class CriuEngine implements CheckpointEngine {
           try {
             await h.afterRestore?.(ctx);
           } catch (err) {
-            return engineFailure('retryable', 'HOOK_FAILED', `task restored as ${pid}, but hook ${h.name} failed after the restore: ${describe(err)}`, started, { logPath, cause: err, taskState: await taskState(pid) });
+            // A restore is ok only once the task runs as it should. One whose hooks failed (CUDA state not
+            // restored, the task not resumed) is taken down again: the image is still whole, and a retry on
+            // another target must not leave a second copy running here.
+            const tree = await processTree(pid);
+            signalAll(tree, 'SIGKILL');
+            await waitDead(tree, this.releaseTimeoutMs);
+            return engineFailure('retryable', 'HOOK_FAILED', `task restored as ${pid}, but hook ${h.name} failed after the restore: ${describe(err)}; the restored tree was killed, the image is whole`, started, {
+              logPath,
+              cause: err,
+              taskState: await taskState(pid),
+            });
           }
         }
         phases.hooksAfter = Date.now() - th;
