@@ -18,6 +18,8 @@ import { CriuEngine } from '../../src/engines/criu/criu-engine.js';
 import { locateCriu } from '../../src/engines/criu/criu-binary.js';
 import { taskState } from '../../src/engines/criu/proc.js';
 import { listenForImageStreams, tcpImageSink } from '../../src/engines/criu/transport.js';
+import { TaskControlHook } from '../../src/engines/task-control-hook.js';
+import { freePort } from '../../src/util/free-port.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const TOY = join(ROOT, 'examples/toy-llm/toy-llm.mjs');
@@ -46,6 +48,8 @@ interface ToyOptions {
   intervalMs: number;
   /** Resolve once the toy has decoded this many tokens. */
   decoded: number;
+  /** More toy arguments (e.g. --weights-mib, --control-port). */
+  extraArgs?: string[];
 }
 
 /** Toys, restored pids and other processes this test started; each is killed after the test if still running. */
@@ -77,11 +81,11 @@ function toyArgs(stateMib: number, tokens: number, intervalMs: number): string[]
  * Starts the toy LLM in a fresh work dir, in its own session (detached: setsid), stdio on files, as CRIU needs,
  * and waits until it has decoded `decoded` tokens. Killed after the test.
  */
-async function decodingToy({ stateMib, tokens, intervalMs, decoded }: ToyOptions): Promise<Toy> {
+async function decodingToy({ stateMib, tokens, intervalMs, decoded, extraArgs = [] }: ToyOptions): Promise<Toy> {
   const dir = workDir();
   const out = join(dir, 'tokens.txt');
   const err = openSync(join(dir, 'toy.err'), 'a');
-  const args = toyArgs(stateMib, tokens, intervalMs);
+  const args = [...toyArgs(stateMib, tokens, intervalMs), ...extraArgs];
   const child = spawn(process.execPath, [TOY, ...args, '--out', out], {
     detached: true,
     stdio: ['ignore', 'ignore', err],
@@ -465,6 +469,22 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     expect([...byIndex.values()]).toEqual(await toy.reference);
     expect(got.tokens.length - byIndex.size).toBeLessThanOrEqual(3);
     expect(got.prefills).toBe(1);
+  });
+
+  it('task control around a dump that fails: the task is told to prepare, then to resume on the source, and keeps its stream', async () => {
+    const port = await freePort();
+    const toy = await decodingToy({ stateMib: 16, tokens: 300, intervalMs: 10, decoded: 5, extraArgs: ['--weights-mib', '32', '--control-port', String(port)] });
+    const base = `http://127.0.0.1:${port}`;
+    const withControl = new CriuEngine({ hooks: [new TaskControlHook()], extraDumpArgs: ['--no-such-option'] });
+    const request = toDirectory(toy.pid, 'm-ctl-fail', join(toy.dir, 'img'), 15_000);
+    request.task = { kind: 'process', pid: toy.pid, control: { prepareUrl: `${base}/prepare`, resumeUrl: `${base}/resume`, releasableBytes: 32 * 1024 * 1024 } };
+    expectFailure(await withControl.checkpoint(request), { taskState: 'running' });
+    await expectStillDecoding(toy);
+    const text = readFileSync(toy.out, 'utf8');
+    const prepared = /^# prepare at token (\d+) released=33554432$/m.exec(text);
+    const resumed = new RegExp(`^# resume at token (\\d+) pid=${toy.pid} `, 'm').exec(text);
+    expect(prepared).not.toBeNull();
+    expect(resumed?.[1]).toBe(prepared?.[1]);
   });
 
   it('refuses a checkpoint that cannot meet its deadline and leaves the task alone', async () => {
