@@ -432,7 +432,9 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     // Downtime starts when the first pre-dump hook starts (the CUDA lock stops the work), not at CRIU's freeze.
     expect(hookedCkpt.frozenAt).toBeLessThanOrEqual(hookRanAt);
     expect(hookRanAt - hookedCkpt.frozenAt).toBeLessThan(50);
-    await restoreFrom(hooked, 'm-hook', join(dir, 'img'), 10_000);
+    expect(hookedCkpt.phases['hook.recorder']).toBeGreaterThanOrEqual(49); // each hook's own time, by name
+    const hookedRestore = await restoreFrom(hooked, 'm-hook', join(dir, 'img'), 10_000);
+    expect(hookedRestore.phases['hookAfter.recorder']).toBeGreaterThanOrEqual(0);
     expect(calls).toEqual([`beforeCheckpoint ${toy.pid}`, 'afterCheckpoint ok=true gone', 'beforeRestore true', 'afterRestore true']);
     await expectRestoredRunMatches(toy);
   });
