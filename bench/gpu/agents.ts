@@ -178,14 +178,18 @@ async function migrate(a: Args): Promise<void> {
     const sec = (k: string) => (phases[k] ?? 0) / 1000;
     result.downtimeSeconds = (m.downtimeMs ?? NaN) / 1000; // the registry's: CRIU freeze on node-a → restore returned on node-b
     result.noticeToPlanSeconds = (m.plannedAt - noticeAt) / 1000;
+    // Each hook's own time where the engine names it (hook.<name>); the hooks' total otherwise.
+    const hookSec = (named: string, total: string) => (phases[named] !== undefined ? sec(named) : sec(total));
     result.stagesSeconds = {
       prepare: sec('source.prepare'),
-      cudaCheckpoint: sec('source.hooks'),
+      taskPrepare: sec('source.hook.task-control'), // the task releasing its weights (task control), if it does
+      cudaCheckpoint: hookSec('source.hook.cuda', 'source.hooks'),
       dump: sec('source.dump'), // pages stream to node-b while CRIU dumps them
       transfer: sec('source.connect') + sec('source.transfer') + sec('source.commit'),
       receive: sec('receive'),
       restore: sec('target.hooks') + sec('target.restore') + sec('target.verify'),
-      cudaRestore: sec('target.hooksAfter'),
+      cudaRestore: hookSec('target.hookAfter.cuda', 'target.hooksAfter'),
+      taskResume: sec('target.hookAfter.task-control'), // the task reloading what it released
     };
 
     // Wait for the restored task to finish its stream.
@@ -223,16 +227,21 @@ async function migrate(a: Args): Promise<void> {
     }
     const gb = (n: number) => n / 1e9;
     const st = result.stagesSeconds as Record<string, number>;
+    // GPU bytes that went through the CUDA stages: what the task held, less what it released on prepare.
+    const reloaded = ((result.decoderTimings as { resumes?: { reloadedBytes?: number }[] } | undefined)?.resumes ?? []).reduce((n, r) => n + (r.reloadedBytes ?? 0), 0);
+    const gpuMoved = Math.max(0, task.gpuMemBytes - reloaded);
+    result.gpuMovedGiB = gpuMoved / 2 ** 30;
     result.stageGBps = {
-      cudaCheckpoint: gb(task.gpuMemBytes) / st.cudaCheckpoint!,
+      cudaCheckpoint: gb(gpuMoved) / st.cudaCheckpoint!,
       dump: gb(m.bytesSent) / st.dump!,
       restore: gb(m.bytesSent) / st.restore!,
-      cudaRestore: gb(task.gpuMemBytes) / st.cudaRestore!,
+      cudaRestore: gb(gpuMoved) / st.cudaRestore!,
+      ...(reloaded > 0 && st.taskResume! > 0 ? { taskResume: gb(reloaded) / st.taskResume! } : {}),
     };
     result.imageGiB = m.bytesSent / 2 ** 30;
     // what the grouped stages leave out of the record's downtime (queueing, registry round trips, the receive)
     result.downtimeNotInStagesSeconds =
-      (m.downtimeMs ?? NaN) / 1000 - (sec('source.criuFrozen') || sec('source.dump')) - sec('source.transfer') - sec('source.commit') - st.restore! - st.cudaRestore!;
+      (m.downtimeMs ?? NaN) / 1000 - (sec('source.criuFrozen') || sec('source.dump')) - sec('source.transfer') - sec('source.commit') - st.restore! - st.cudaRestore! - st.taskResume!;
     await finish(true);
   } catch (err) {
     await finish(false, `driver: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
