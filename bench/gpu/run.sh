@@ -177,6 +177,8 @@ run_direct() {
   return $rc
 }
 
+# A free TCP port on 127.0.0.1 (for Redis, the decoder's control endpoint).
+free_port() { "$NODE" -e 'const s=require("node:net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 json_argv() { "$NODE" -e 'console.log(JSON.stringify(process.argv.slice(1)))' -- "$@"; }
 
 REDIS_PID=""
@@ -195,7 +197,7 @@ run_agents() {
 
   # Redis: our own, on a free port, nothing persisted.
   local port
-  port=$("$NODE" -e 'const s=require("node:net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  port=$(free_port)
   "$REDIS" --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$W" --logfile "$R/redis.log" &
   REDIS_PID=$!
   for _ in $(seq 100); do "$NODE" -e 'const c=require("node:net").connect(+process.argv[1],"127.0.0.1");c.on("connect",()=>process.exit(0));c.on("error",()=>process.exit(1))' "$port" && break; sleep 0.1; done
@@ -219,7 +221,7 @@ run_agents() {
     local ctl_args=()
     if [ -n "${SPOTWATCH_GPU_DECODER_CONTROL:-}" ]; then
       local cport
-      cport=$("$NODE" -e 'const s=require("node:net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+      cport=$(free_port)
       ctl_args=(--vmm-weights --control-port "$cport")
       # what the decoder releases on prepare: its weights (bf16, 2 bytes a parameter), for the planner's estimate
       local wmib

@@ -1,5 +1,6 @@
 import { access, constants } from 'node:fs/promises';
 import { delimiter, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
  * Finding the binaries spotwatch brings or relies on (CRIU in `.criu/`, the CUDA checkpoint helper in
@@ -47,7 +48,7 @@ export async function findOnPath(name: string): Promise<string | undefined> {
  * A binary the project builds (`native/build/NAME`, or `.spotwatch/bin/NAME` in a bundle), found above this
  * module or the cwd; `explicit` (a path from the environment) wins when it is executable.
  */
-export async function findProjectExecutable(name: string, explicit?: string, from: string = dirname(new URL(import.meta.url).pathname)): Promise<string | undefined> {
+export async function findProjectExecutable(name: string, explicit?: string, from: string = dirname(fileURLToPath(import.meta.url))): Promise<string | undefined> {
   if (explicit) return (await isExecutable(explicit)) ? explicit : undefined;
   return findAbove(from, [['native', 'build', name], ['.spotwatch', 'bin', name]]);
 }

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findAbove, findOnPath, isExecutable } from '../../util/find-executable.js';
+import { findOnPath, findProjectExecutable, isExecutable } from '../../util/find-executable.js';
 import {
   type CudaCallResult,
   type CudaOp,
@@ -189,7 +189,7 @@ export const HELPER_NAME = 'cuda-checkpoint-helper';
 
 /** The helper in the nearest directory above `from` (or the cwd) that has `native/build/` or `.spotwatch/bin/`. */
 export async function findRepoHelper(from: string = dirname(fileURLToPath(import.meta.url))): Promise<string | undefined> {
-  return findAbove(from, [['native', 'build', HELPER_NAME], ['.spotwatch', 'bin', HELPER_NAME]]);
+  return findProjectExecutable(HELPER_NAME, undefined, from);
 }
 
 
