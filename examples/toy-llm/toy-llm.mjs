@@ -9,6 +9,10 @@
 // checkpoint (`spotwatch run --prepare-url http://127.0.0.1:P/prepare --resume-url http://127.0.0.1:P/resume`):
 // POST /prepare stops decoding after the current token and releases the weights (they are rebuilt, not moved);
 // POST /resume rebuilds them and decodes on. Both are written to FILE as `# prepare …` / `# resume …` lines.
+// POST /stage {"directory"} (`spotwatch run --stage-url …/stage`) writes the cache as it is now to DIR/cache.bin and
+// journals every later write to it in memory; a prepare that names the "stagedDirectory" then releases the cache too
+// (only the journal travels in the checkpoint), and resume reads cache.bin back from the "stagedDirectory" it names
+// and replays the journal — the pre-copy a serving engine does with its KV cache's filled prefix. `# stage …` line.
 //
 // Prefill is deliberately expensive (a fixed CPU loop of about a second, --prefill-rounds) and builds an
 // in-memory "KV cache": a Uint32Array of M MiB filled deterministically from the prompt. Decode then emits
@@ -23,7 +27,8 @@
 //
 // To be checkpointable by CRIU start it without a terminal, in its own session, stdio on files or /dev/null:
 //   setsid node toy-llm.mjs ... </dev/null >/dev/null 2>toy.err &
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:http';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -104,7 +109,7 @@ function makeWeights(mib, seed) {
 }
 
 /** One decode step: the next token from the previous one and a sample spanning the whole cache (and weights). */
-function nextToken(cache, prev, index, weights) {
+function nextToken(cache, prev, index, weights, journal) {
   const stride = Math.max(1, Math.floor(cache.length / SAMPLES));
   let h = (prev ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0;
   for (let k = prev % stride; k < cache.length; k += stride) h = mix(h, cache[k]);
@@ -112,7 +117,9 @@ function nextToken(cache, prev, index, weights) {
     const ws = Math.max(1, Math.floor(weights.length / SAMPLES));
     for (let k = h % ws; k < weights.length; k += ws) h = mix(h, weights[k]);
   }
-  cache[(Math.imul(index, 7919) + h) % cache.length >>> 0] ^= h;
+  const at = (Math.imul(index, 7919) + h) % cache.length >>> 0;
+  cache[at] ^= h;
+  if (journal) journal.push(at, h);
   return h % VOCAB;
 }
 
@@ -120,7 +127,7 @@ const o = parseArgs(process.argv.slice(2));
 const prompt = makePrompt(o.promptTokens, o.seed);
 let prefillCount = 0;
 const t0 = Date.now();
-const { cache, digest } = prefill(prompt, o.stateMib, o.prefillRounds);
+let { cache, digest } = prefill(prompt, o.stateMib, o.prefillRounds);
 prefillCount++;
 const prefillMs = Date.now() - t0;
 let weights = makeWeights(o.weightsMib, o.seed);
@@ -141,6 +148,8 @@ if (o.reference) {
   let i = 0;
   let paused = false;
   let timer;
+  /** Writes to the cache since it was staged (index, value pairs), or null when it is not staged. */
+  let journal = null;
   const step = () => {
     timer = undefined;
     if (paused) return;
@@ -149,30 +158,52 @@ if (o.reference) {
       closeSync(fd);
       process.exit(0);
     }
-    prev = nextToken(cache, prev, i, weights);
+    prev = nextToken(cache, prev, i, weights, journal);
     writeSync(fd, `${i} ${prev}\n`);
     i++;
     timer = setTimeout(step, o.intervalMs);
   };
   step();
   if (o.controlPort > 0) serveControl(o.controlPort, {
-    prepare() {
+    stage({ directory }) {
+      if (typeof directory !== 'string') throw new Error('stage needs a "directory"');
+      const t = Date.now();
+      writeFileSync(join(directory, 'cache.bin'), new Uint8Array(cache.buffer, cache.byteOffset, cache.byteLength));
+      journal = [];
+      writeSync(fd, `# stage at token ${i} bytes=${cache.byteLength} ms=${Date.now() - t}\n`);
+      return { token: i, stagedBytes: cache.byteLength };
+    },
+    prepare({ stagedDirectory }) {
       paused = true;
       clearTimeout(timer);
       timer = undefined;
-      const released = weights ? weights.byteLength : 0;
+      let released = weights ? weights.byteLength : 0;
       weights = null;
+      if (journal && stagedDirectory) {
+        // The target holds the cache as staged: only the journal of later writes needs to travel.
+        released += cache.byteLength;
+        cache = null;
+      } else journal = null;
       // Hand the released memory back to the OS now, so the checkpoint does not carry it.
       setFlagsFromString('--expose-gc');
       runInNewContext('gc')();
       writeSync(fd, `# prepare at token ${i} released=${released}\n`);
       return { token: i, releasedBytes: released };
     },
-    resume() {
+    resume({ stagedDirectory }) {
       const t = Date.now();
       if (!weights) weights = makeWeights(o.weightsMib, o.seed);
+      let restaged = 0;
+      if (!cache) {
+        if (typeof stagedDirectory !== 'string') throw new Error('the cache was released on prepare, but resume names no stagedDirectory');
+        const bytes = readFileSync(join(stagedDirectory, 'cache.bin'));
+        cache = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+        for (let k = 0; k < journal.length; k += 2) cache[journal[k]] ^= journal[k + 1];
+        restaged = bytes.byteLength;
+      }
+      journal = null;
       const ms = Date.now() - t;
-      writeSync(fd, `# resume at token ${i} pid=${process.pid} rebuilt-ms=${ms}\n`);
+      writeSync(fd, `# resume at token ${i} pid=${process.pid} rebuilt-ms=${ms} staged=${restaged}\n`);
       if (paused) {
         paused = false;
         timer ??= setTimeout(step, 0);
@@ -182,20 +213,29 @@ if (o.reference) {
   });
 }
 
-/** POST /prepare and /resume on 127.0.0.1:port; every answer closes its connection (CRIU dumps no open ones). */
+/** POST /stage, /prepare and /resume on 127.0.0.1:port; every answer closes its connection (CRIU dumps no open ones). */
 function serveControl(port, actions) {
   const server = createServer((req, res) => {
-    const name = req.url === '/prepare' ? 'prepare' : req.url === '/resume' ? 'resume' : undefined;
-    req.resume();
+    const name = { '/stage': 'stage', '/prepare': 'prepare', '/resume': 'resume' }[req.url];
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       res.setHeader('connection', 'close');
       if (req.method !== 'POST' || !name) {
         res.statusCode = 404;
-        res.end('POST /prepare or /resume\n');
+        res.end('POST /stage, /prepare or /resume\n');
+        return;
+      }
+      let reply;
+      try {
+        reply = actions[name](chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {});
+      } catch (err) {
+        res.statusCode = 500;
+        res.end(`${err instanceof Error ? err.message : String(err)}\n`);
         return;
       }
       res.setHeader('content-type', 'application/json');
-      res.end(`${JSON.stringify(actions[name]())}\n`);
+      res.end(`${JSON.stringify(reply)}\n`);
     });
   });
   server.listen(port, '127.0.0.1');

@@ -9,7 +9,8 @@ import { EXIT, type CliIo } from './io.js';
 import { openRegistry, parseClientArgs } from './client-config.js';
 
 const HELP = `usage: spotwatch run [--id ID] [--priority N] [--mem-hint MiB] [--gpu-mem MiB] [--fallback F] [--log FILE]
-                     [--prepare-url URL] [--resume-url URL] -- CMD ARGS…
+                     [--prepare-url URL] [--resume-url URL] [--releasable-mib N]
+                     [--stage-url URL] [--staged-mib N] -- CMD ARGS…
        spotwatch run --pid PID [--id ID] [--priority N] …
 
 Starts CMD under the local agent's care — in its own session, stdin from /dev/null and stdout/stderr to
@@ -30,6 +31,13 @@ default the hostname). With --pid, registers a process that is already running i
   --releasable-mib
                how much the task releases on prepare (and reloads on resume): planning and the
                engine's deadline check leave it out of the bytes to move
+  --stage-url  pre-copy with the task's help: before the checkpoint, while the task keeps working, the
+               agent POSTs {"event":"stage","directory":…}; the task writes state that will not change
+               any more (a KV cache's filled prefix) as files there and the agent sends them to the
+               target ahead of the freeze. Prepare then names "stagedDirectory" (release what you
+               staged), resume names where the staged files are on the node the task runs on.
+               Needs --prepare-url and --resume-url
+  --staged-mib how much the task writes when it stages (planning counts its transfer time)
   plus --redis-url, --queue-prefix, --node-id (flags or environment, as for the agent)
 `;
 
@@ -51,6 +59,8 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       'prepare-url': { type: 'string' },
       'resume-url': { type: 'string' },
       'releasable-mib': { type: 'string' },
+      'stage-url': { type: 'string' },
+      'staged-mib': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     io,
@@ -79,7 +89,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
   const pod = (values.pod as string | undefined) ?? (io.env.POD_NAMESPACE && io.env.POD_NAME ? `${io.env.POD_NAMESPACE}/${io.env.POD_NAME}` : undefined);
   if (pod !== undefined && !/^[a-z0-9][-a-z0-9]*\/[a-z0-9][-.a-z0-9]*$/.test(pod)) return fail(`--pod "${pod}" is not namespace/name`);
   const control: TaskControl = {};
-  for (const [flag, key] of [['prepare-url', 'prepareUrl'], ['resume-url', 'resumeUrl']] as const) {
+  for (const [flag, key] of [['prepare-url', 'prepareUrl'], ['resume-url', 'resumeUrl'], ['stage-url', 'stageUrl']] as const) {
     const url = values[flag] as string | undefined;
     if (url === undefined) continue;
     if (!URL.canParse(url) || new URL(url).protocol !== 'http:') return fail(`--${flag} "${url}" is not an http:// URL (the task's own endpoint on this node)`);
@@ -90,6 +100,15 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
     if (bytes === undefined || !(bytes >= 0)) return fail(`--releasable-mib "${String(values['releasable-mib'])}" is not a size in MiB`);
     if (!control.prepareUrl) return fail('--releasable-mib needs --prepare-url (the task releases that memory when it is told to prepare)');
     control.releasableBytes = bytes;
+  }
+  if (control.stageUrl && !(control.prepareUrl && control.resumeUrl)) {
+    return fail('--stage-url needs --prepare-url and --resume-url (prepare says the target holds the staged files, resume where they are)');
+  }
+  if (values['staged-mib'] !== undefined) {
+    const bytes = mib('staged-mib');
+    if (bytes === undefined || !(bytes >= 0)) return fail(`--staged-mib "${String(values['staged-mib'])}" is not a size in MiB`);
+    if (!control.stageUrl) return fail('--staged-mib needs --stage-url');
+    control.stagedBytes = bytes;
   }
   const id = (values.id as string | undefined) ?? `task-${Date.now().toString(36)}`;
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) return fail(`--id "${id}" may only use letters, digits, ".", "_" and "-" (up to 64)`);

@@ -42,6 +42,16 @@ export interface TaskControl {
    * and time estimates leave them out, and the time to reload them is counted instead.
    */
   releasableBytes?: number;
+  /**
+   * Pre-copy with the task's help: before the checkpoint, while the task keeps working, spotwatch POSTs
+   * `{"event":"stage","directory",…}` here; the task writes state that will not change any more (a KV cache's filled
+   * prefix, a snapshot plus the journal it keeps from then on) as files into `directory`, and spotwatch sends them
+   * to the target ahead of the freeze. Prepare then names the staged directory (the task may release what it
+   * staged), resume names where the files are on the node the task runs on.
+   */
+  stageUrl?: string;
+  /** Bytes the task writes when it stages (they travel before the freeze: counted at the stream rate, not as downtime). */
+  stagedBytes?: number;
 }
 
 /** Bytes a checkpoint leaves out because the task releases them on prepare (0 without a prepare endpoint). */
@@ -226,6 +236,11 @@ export interface CheckpointRequest extends CallOptions {
   leaveRunning?: boolean;
   /** Carry established TCP connections (only where the task's address moves with it). Default: engine's. */
   tcpEstablished?: boolean;
+  /**
+   * Where what the task staged for this migration lies on this node, when the target holds a copy of it
+   * ({@link TaskControl.stageUrl}); handed to the hooks, never written into the image.
+   */
+  stagedDirectory?: string;
   onProgress?: (event: ProgressEvent) => void;
 }
 
@@ -279,6 +294,8 @@ export interface RestoreRequest extends CallOptions {
   migrationId: string;
   /** The image to restore. */
   source: { kind: 'directory'; path: string };
+  /** Where the files the task staged for this migration lie on this node, if it staged any (handed to the hooks). */
+  stagedDirectory?: string;
   onProgress?: (event: ProgressEvent) => void;
 }
 
@@ -298,6 +315,8 @@ export interface HookContext {
   signal: AbortSignal;
   /** Every process of the task's tree (root first), where the engine knows them. */
   pids: number[];
+  /** The request's {@link CheckpointRequest.stagedDirectory} / {@link RestoreRequest.stagedDirectory}. */
+  stagedDirectory?: string;
 }
 
 /**

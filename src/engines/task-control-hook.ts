@@ -4,11 +4,16 @@
  *
  * - `beforeCheckpoint`: POST `prepareUrl` with `{"event":"prepare","migrationId","deadline"}`; a 2xx means the task
  *   has stopped its work and released what it chose to. It runs before every other hook (the hooks run in order:
- *   the task may still need its GPU to release memory, before the CUDA lock), and downtime starts here.
+ *   the task may still need its GPU to release memory, before the CUDA lock), and downtime starts here. When the
+ *   target already holds what the task staged (see {@link TaskControl.stageUrl}), the body names it
+ *   (`"stagedDirectory"`): the task may release what it staged and keep only what changed since in its memory.
  * - `afterCheckpoint`: when the task is still `running` on the source (the checkpoint failed, or `leaveRunning`),
  *   POST `resumeUrl` so it takes its work up again there.
  * - `afterRestore`: POST `resumeUrl` on the target, after every other hook (the CUDA restore and unlock) — the task
  *   reloads what it released and continues; the restore counts as done only then.
+ *
+ * Every resume names `"stagedDirectory"` when the task staged for this migration: where the staged files lie on the
+ * node it now runs on (the target's copy after a restore, the source's own after a checkpoint that did not happen).
  *
  * The connection is never kept alive: the task's end of it must be closed before CRIU dumps the process (an
  * established TCP connection fails a dump without `--tcp-established`), so the hook waits for the connection to
@@ -128,7 +133,8 @@ export class TaskControlHook implements EngineHook {
   private async call(url: string, event: 'prepare' | 'resume', ctx: HookContext): Promise<void> {
     const left = ctx.deadline - Date.now();
     const timeoutMs = Math.min(MAX_CALL_MS, Math.max(MIN_CALL_MS, Math.round(left * CALL_SHARE)));
-    const r = await postControl(url, { event, migrationId: ctx.migrationId, deadline: new Date(ctx.deadline).toISOString() }, timeoutMs, ctx.signal);
+    const body = { event, migrationId: ctx.migrationId, deadline: new Date(ctx.deadline).toISOString(), ...(ctx.stagedDirectory ? { stagedDirectory: ctx.stagedDirectory } : {}) };
+    const r = await postControl(url, body, timeoutMs, ctx.signal);
     if (r.status < 200 || r.status > 299) {
       throw new TaskControlError(`the task answered ${event} at ${url} with HTTP ${r.status}${r.body ? `: ${r.body.slice(0, 200)}` : ''}`);
     }

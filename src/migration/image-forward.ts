@@ -16,6 +16,11 @@ import { readLine } from '../util/stream-read.js';
  *   ← OK\n   (or ERR <reason>\n)
  */
 export const FORWARD_MAGIC = 'SWDIR1\n';
+/**
+ * The same framing for the files a task staged before its checkpoint (task-stage.ts): the target keeps them beside
+ * its images until the task resumes there. Same length as {@link FORWARD_MAGIC}: the receiver reads one prefix.
+ */
+export const STAGE_MAGIC = 'SWSTG1\n';
 const MAX_HEADER = 1024 * 1024;
 
 export interface ForwardHeader {
@@ -24,19 +29,19 @@ export interface ForwardHeader {
 }
 
 /** Sends every regular file of `directory` and waits for the receiver's verdict. */
-export async function sendImageDirectory(conn: Duplex, directory: string, migrationId: string): Promise<number> {
+export async function sendImageDirectory(conn: Duplex, directory: string, migrationId: string, magic: string = FORWARD_MAGIC): Promise<number> {
   const files = readdirSync(directory)
     .filter((name) => statSync(join(directory, name)).isFile())
     .map((name) => ({ name, size: statSync(join(directory, name)).size }));
   const reply = readLine(conn, MAX_HEADER);
-  conn.write(`${FORWARD_MAGIC}${JSON.stringify({ migrationId, files } satisfies ForwardHeader)}\n`);
+  conn.write(`${magic}${JSON.stringify({ migrationId, files } satisfies ForwardHeader)}\n`);
   for (const file of files) {
     for await (const chunk of createReadStream(join(directory, file.name), { highWaterMark: 4 * 1024 * 1024 })) {
       if (!conn.write(chunk as Buffer)) await once(conn, 'drain');
     }
   }
   const answer = await reply;
-  if (answer !== 'OK') throw new Error(`the next target refused the image: ${answer}`);
+  if (answer !== 'OK') throw new Error(`the receiving agent refused the files: ${answer}`);
   conn.end();
   return files.reduce((n, f) => n + f.size, 0);
 }

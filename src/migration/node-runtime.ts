@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { networkInterfaces, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -18,7 +18,8 @@ import { NOTICES_QUEUE_NAME } from '../queue/notice-queue.js';
 import { Registry } from '../registry/registry.js';
 import type { MigrationRecord, NodeRecord, TaskRecord } from '../registry/types.js';
 import { clusterAuthenticator } from './peer-auth.js';
-import { FORWARD_MAGIC, receiveImageDirectory, sendImageDirectory } from './image-forward.js';
+import { FORWARD_MAGIC, STAGE_MAGIC, receiveImageDirectory, sendImageDirectory } from './image-forward.js';
+import { stageTask, stagedDirectoryFor, stagingDirectoryFor, type StagedFiles } from './task-stage.js';
 import { readExactly } from '../util/stream-read.js';
 import { Planner, type NodeJob } from './planner.js';
 import { DEFAULT_POLICY, type MigrationPolicy } from './policy.js';
@@ -30,6 +31,10 @@ export function nodeQueueName(nodeId: string): string {
 
 /** Time kept back from the notice deadline for the steps after a checkpoint (verify, report). */
 const DEADLINE_RESERVE_MS = 1000;
+/** The share of the time left that staging (the task writing, then the send to the target) may take. */
+const STAGE_SHARE = 0.5;
+/** Staged files older than this that no migration picked up are removed when an agent starts. */
+const STALE_STAGE_MS = 60 * 60_000;
 
 export interface NodeRuntimeOptions {
   config: Config;
@@ -90,6 +95,7 @@ export class NodeRuntime {
   async start(): Promise<void> {
     const { config } = this.o;
     mkdirSync(config.imageDir, { recursive: true });
+    this.removeStaleStages();
     this.listener = await listenForImageStreams({
       host: config.peerHost,
       port: config.peerPort,
@@ -220,6 +226,8 @@ export class NodeRuntime {
       return;
     }
     let current = migration;
+    let staged: StagedFiles | undefined;
+    let stagedTried = false;
     for (;;) {
       const target = await this.registry.getNode(current.targetNodeId);
       const deadline = (current.deadline ?? Date.now() + 60_000) - DEADLINE_RESERVE_MS;
@@ -232,11 +240,26 @@ export class NodeRuntime {
       // One directory per attempt: a failed attempt's CRIU log stays for the post-mortem.
       const localDir = join(this.o.config.imageDir, `${current.id}-source-${current.targetsTried.length}`);
       await this.registry.updateMigration(current.id, { phase: 'checkpointing' });
+      // Pre-copy with the task's help: it stages once per migration (while it keeps working), each target gets a copy.
+      const stageUrl = task.control?.stageUrl;
+      const stagePhases: Record<string, number> = {};
+      if (stageUrl && !stagedTried) {
+        stagedTried = true;
+        staged = await this.stage(current, stageUrl, deadline);
+        if (staged) stagePhases.stage = staged.stageMs;
+      }
+      let stagedOnTarget = false;
+      if (staged) {
+        const t = Date.now();
+        stagedOnTarget = await this.sendStage(current, staged, host, port, target.id, deadline);
+        stagePhases.stageSend = Date.now() - t;
+      }
       let lastProgressWrite = 0;
       const result = await this.o.engine.checkpoint({
         task: { kind: 'process', pid: task.pid, id: task.id, ...(task.control ? { control: task.control } : {}) },
         migrationId: current.id,
         destination: { kind: 'stream', sink: tcpImageSink({ host, port }, this.authenticate, `${target.id} ${target.peerAddress}`), localDir },
+        ...(stagedOnTarget && staged ? { stagedDirectory: staged.directory } : {}),
         deadline,
         onProgress: (event) => {
           // Progress for `spotwatch status`, at most every 200 ms.
@@ -247,20 +270,75 @@ export class NodeRuntime {
       });
       if (result.status === 'ok') {
         const { value } = result;
-        await this.registry.updateMigration(current.id, { frozenAt: value.frozenAt, bytesSent: value.imageBytes, phases: prefixed('source', value.phases) });
-        this.o.metrics.bytesMovedTotal.inc(value.imageBytes);
+        const stagedBytes = stagedOnTarget && staged ? staged.bytes : 0;
+        await this.registry.updateMigration(current.id, {
+          frozenAt: value.frozenAt,
+          bytesSent: value.imageBytes,
+          phases: prefixed('source', { ...stagePhases, ...value.phases }),
+          ...(stagedBytes ? { stagedBytes } : {}),
+        });
+        this.o.metrics.bytesMovedTotal.inc(value.imageBytes + stagedBytes);
+        for (const [phase, ms] of Object.entries(stagePhases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `source.${phase}` }, ms / 1000);
         // Dump and transfer are one pipelined stage (pages stream while CRIU writes them): one rate for both.
         const streamMs = (value.phases.dump ?? 0) + (value.phases.transfer ?? 0);
         if (streamMs > 0) {
           await this.registry.recordRate('stream', (value.imageBytes * 1000) / streamMs);
         }
-        this.logger.info({ migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, dataPath: value.dataPath, phases: value.phases }, 'checkpoint streamed and committed; the target restores it');
+        this.logger.info(
+          { migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, ...(stagedBytes ? { stagedBytes } : {}), dataPath: value.dataPath, phases: value.phases },
+          'checkpoint streamed and committed; the target restores it',
+        );
         pruneImage(localDir);
+        if (staged) rmSync(staged.directory, { recursive: true, force: true });
         return;
       }
       const next = await this.checkpointFailed(current, task, result);
-      if (!next) return;
+      if (!next) {
+        // The task runs here again (resumed with the staged files, which it has read back) or is lost: either way
+        // nothing needs them any more.
+        if (staged) rmSync(staged.directory, { recursive: true, force: true });
+        return;
+      }
       current = next;
+    }
+  }
+
+  /** Asks the task to stage (task-stage.ts) within its share of the time left; undefined when it did not work out. */
+  private async stage(migration: MigrationRecord, url: string, deadline: number): Promise<StagedFiles | undefined> {
+    const directory = stagingDirectoryFor(this.o.config.imageDir, migration.id);
+    const budgetMs = Math.max(0, Math.round((deadline - Date.now()) * STAGE_SHARE));
+    try {
+      const staged = await stageTask(url, migration.id, directory, deadline, budgetMs);
+      this.logger.info({ migrationId: migration.id, files: staged.files, bytes: staged.bytes, ms: staged.stageMs }, 'task staged its state ahead of the checkpoint');
+      return staged;
+    } catch (err) {
+      this.logger.warn({ migrationId: migration.id, err: describeError(err) }, 'staging failed; the checkpoint moves everything');
+      rmSync(directory, { recursive: true, force: true });
+      return undefined;
+    }
+  }
+
+  /** Sends the staged files to the target, within the stage's share of the time left; false when they did not land. */
+  private async sendStage(migration: MigrationRecord, staged: StagedFiles, host: string, port: number, targetId: string, deadline: number): Promise<boolean> {
+    const signal = AbortSignal.timeout(Math.max(1, Math.round((deadline - Date.now()) * STAGE_SHARE)));
+    let conn: Duplex | undefined;
+    try {
+      conn = await tcpImageSink({ host, port }, this.authenticate, targetId).open(signal);
+      const open = conn;
+      const onAbort = (): void => void open.destroy(new Error('the staged files were not sent in time'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const t = Date.now();
+      try {
+        await sendImageDirectory(open, staged.directory, migration.id, STAGE_MAGIC);
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+      this.logger.info({ migrationId: migration.id, target: targetId, bytes: staged.bytes, ms: Date.now() - t }, 'staged files sent to the target');
+      return true;
+    } catch (err) {
+      conn?.destroy();
+      this.logger.warn({ migrationId: migration.id, target: targetId, err: describeError(err) }, 'sending the staged files failed; the checkpoint moves everything');
+      return false;
     }
   }
 
@@ -333,6 +411,7 @@ export class NodeRuntime {
     // A forwarded image (another target's restore failed) announces itself; anything else is a live dump stream.
     const head = await readExactly(conn, FORWARD_MAGIC.length);
     if (head.toString('utf8') === FORWARD_MAGIC) return this.receiveForwarded(conn, remote);
+    if (head.toString('utf8') === STAGE_MAGIC) return this.receiveStaged(conn, remote);
     if (head.length > 0) conn.unshift(head);
     const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
     const received = await this.o.engine.receive({ connection: conn, directory: incoming, deadline: Date.now() + 30 * 60_000 });
@@ -379,6 +458,36 @@ export class NodeRuntime {
     }
   }
 
+  /** Files a task staged ahead of its checkpoint: kept beside the images until the task resumes here. */
+  private async receiveStaged(conn: Duplex, remote: string): Promise<void> {
+    const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
+    try {
+      const { header, bytes } = await receiveImageDirectory(conn, incoming);
+      const directory = stagedDirectoryFor(this.o.config.imageDir, header.migrationId);
+      rmSync(directory, { recursive: true, force: true });
+      renameSync(incoming, directory);
+      this.logger.info({ migrationId: header.migrationId, from: remote, bytes, files: header.files.length }, 'staged files received');
+    } catch (err) {
+      this.logger.warn({ remote, err: describeError(err) }, 'receiving staged files failed');
+      conn.end(`ERR ${describeError(err).replace(/\n/g, ' ')}\n`);
+      rmSync(incoming, { recursive: true, force: true });
+    }
+  }
+
+  /** Staged files and stage directories that no migration will use any more (left by a crash or a lost source). */
+  private removeStaleStages(): void {
+    const dir = this.o.config.imageDir;
+    for (const name of readdirSync(dir)) {
+      if (!name.endsWith('.staged') && !name.endsWith('.stage')) continue;
+      const path = join(dir, name);
+      try {
+        if (Date.now() - statSync(path).mtimeMs > STALE_STAGE_MS) rmSync(path, { recursive: true, force: true });
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
   /**
    * The restore here failed but the image is whole: send it on to another target (not tried yet, with room),
    * which restores it. Returns false when no target could take it.
@@ -401,10 +510,17 @@ export class NodeRuntime {
       if (!target?.peerAddress) continue;
       try {
         const [host, port] = splitHostPort(target.peerAddress);
+        const staged = stagedDirectoryFor(this.o.config.imageDir, current.id);
+        if (existsSync(staged)) {
+          // What the task staged goes first: it must be there when the restore's resume names it.
+          const conn = await tcpImageSink({ host, port }, this.authenticate, target.id).open(AbortSignal.timeout(30_000));
+          await sendImageDirectory(conn, staged, current.id, STAGE_MAGIC);
+        }
         const conn = await tcpImageSink({ host, port }, this.authenticate, target.id).open(AbortSignal.timeout(30_000));
         const bytes = await sendImageDirectory(conn, directory, current.id);
         this.logger.info({ migrationId: current.id, to: target.id, bytes, why }, 'image forwarded to another target');
         pruneImage(directory);
+        if (existsSync(staged)) rmSync(staged, { recursive: true, force: true });
         return true;
       } catch (err) {
         this.logger.warn({ migrationId: current.id, to: target.id, err: describeError(err) }, 'forwarding the image failed; trying another target');
@@ -415,7 +531,9 @@ export class NodeRuntime {
 
   private async restore(migration: MigrationRecord, directory: string, imageBytes: number, noted?: Promise<unknown>): Promise<void> {
     const deadline = Math.max((migration.deadline ?? 0) + 5 * 60_000, Date.now() + 60_000);
-    const result = await this.o.engine.restore({ migrationId: migration.id, source: { kind: 'directory', path: directory }, deadline });
+    const staged = stagedDirectoryFor(this.o.config.imageDir, migration.id);
+    const hasStaged = existsSync(staged);
+    const result = await this.o.engine.restore({ migrationId: migration.id, source: { kind: 'directory', path: directory }, deadline, ...(hasStaged ? { stagedDirectory: staged } : {}) });
     await noted?.catch(() => undefined);
     const task = await this.registry.getTask(migration.taskId);
     if (result.status !== 'ok' || result.value.task.kind !== 'process') {
@@ -454,6 +572,8 @@ export class NodeRuntime {
     if (downtimeMs !== undefined) this.o.metrics.taskDowntimeSeconds.observe(downtimeMs / 1000);
     for (const [phase, ms] of Object.entries(result.value.phases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `target.${phase}` }, ms / 1000);
     pruneImage(directory);
+    // The task read its staged files back in its resume, which is part of the restore.
+    if (hasStaged) rmSync(staged, { recursive: true, force: true });
     this.logger.info({ migrationId: migration.id, taskId: migration.taskId, newPid, downtimeMs }, 'task restored and running');
   }
 

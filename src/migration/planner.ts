@@ -159,7 +159,9 @@ export class Planner {
         (1000 * bytes) / rates.stream +
         (1000 * bytes) / rates.restore +
         (gpuMoved > 0 ? (2000 * gpuMoved) / rates.gpu : 0) +
-        (released > 0 ? (1000 * released) / rates.gpu : 0);
+        (released > 0 ? (1000 * released) / rates.gpu : 0) +
+        // What the task stages travels before the freeze, but inside the notice window.
+        (task.control?.stageUrl ? (1000 * Math.max(0, task.control.stagedBytes ?? 0)) / rates.stream : 0);
       const base: MigrationRecord = {
         id: migrationId,
         noticeId: notice.id,

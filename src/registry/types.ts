@@ -76,6 +76,8 @@ export interface MigrationRecord {
   estimatedMs: number;
   estimatedBytes: number;
   bytesSent: number;
+  /** Bytes the task staged and the target received ahead of the freeze (task-stage.ts), when it staged. */
+  stagedBytes?: number | undefined;
   plannedAt: number;
   frozenAt?: number | undefined;
   restoredAt?: number | undefined;

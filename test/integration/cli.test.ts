@@ -35,6 +35,12 @@ describe('spotwatch CLI (real process)', () => {
     const noPrepare = await runCli(['run', '--id', 'bad-control', '--redis-url', redisUrl, '--releasable-mib', '100', '--', 'sleep', '30']);
     expect(noPrepare.code).toBe(2);
     expect(noPrepare.stderr).toContain('--releasable-mib needs --prepare-url');
+    const stageAlone = await runCli(['run', '--id', 'bad-control', '--redis-url', redisUrl, '--stage-url', 'http://127.0.0.1:9/stage', '--', 'sleep', '30']);
+    expect(stageAlone.code).toBe(2);
+    expect(stageAlone.stderr).toContain('--stage-url needs --prepare-url and --resume-url');
+    const stagedAlone = await runCli(['run', '--id', 'bad-control', '--redis-url', redisUrl, '--prepare-url', 'http://127.0.0.1:9/p', '--staged-mib', '10', '--', 'sleep', '30']);
+    expect(stagedAlone.code).toBe(2);
+    expect(stagedAlone.stderr).toContain('--staged-mib needs --stage-url');
   });
 
   it('agent: reports every invalid setting at once and exits 2', async () => {

@@ -149,6 +149,77 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(text.indexOf('# prepare')).toBeLessThan(text.indexOf('# resume'));
   });
 
+  it('a task that stages its cache ahead of the checkpoint moves only what changed since inside the frozen window', async () => {
+    c = await cluster();
+    await c.startNode('node-a');
+    await c.startNode('node-b', { zone: 'us-east-1b' });
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const toy = await c.runToy('node-a', {
+      id: 'toy-stage',
+      stateMib: 128,
+      tokens: 250,
+      intervalMs: 20,
+      toyArgs: ['--control-port', String(port)],
+      runArgs: ['--prepare-url', `${base}/prepare`, '--resume-url', `${base}/resume`, '--stage-url', `${base}/stage`, '--staged-mib', '128', '--releasable-mib', '128'],
+    });
+    expect((await c.registry.getTask('toy-stage'))?.control).toMatchObject({ stageUrl: `${base}/stage`, stagedBytes: 128 * 1024 * 1024 });
+    await c.interrupt('node-a');
+    const migration = await waitFor('the migration to be reported', 60_000, async () => {
+      const m = await migrationOf(c!.registry, 'toy-stage');
+      return m?.outcome ? m : undefined;
+    });
+    expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b', stagedBytes: 128 * 1024 * 1024 });
+    // The 128 MiB cache went ahead of the freeze; the checkpoint carried the runtime and the journal of later writes.
+    expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
+    expect(migration.phases['source.stage']).toBeGreaterThanOrEqual(0);
+    expect(migration.phases['source.stageSend']).toBeGreaterThan(0);
+    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    const text = readFileSync(toy.out, 'utf8');
+    // Tokens sample the whole cache: a staged copy or a journal replay that was off by one write would show.
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
+    expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    const staged = /^# stage at token (\d+) bytes=(\d+)/m.exec(text);
+    const prepared = /^# prepare at token (\d+) released=(\d+)$/m.exec(text);
+    const resumed = /^# resume at token (\d+) pid=\d+ rebuilt-ms=\d+ staged=(\d+)$/m.exec(text);
+    expect(staged?.[2]).toBe(String(128 * 1024 * 1024));
+    expect(Number(staged?.[1])).toBeLessThanOrEqual(Number(prepared?.[1]));
+    expect(prepared?.[2]).toBe(String(128 * 1024 * 1024));
+    expect(resumed?.[1]).toBe(prepared?.[1]);
+    expect(resumed?.[2]).toBe(String(128 * 1024 * 1024));
+    // Neither node keeps the staged files once the task runs again.
+    for (const node of ['node-a', 'node-b']) expect(readdirSync(join(c.dir, node, 'images')).filter((f) => /\.stag(e|ed)$/.test(f))).toEqual([]);
+  });
+
+  it('a stage that fails costs nothing but time: the checkpoint moves everything and the tokens are the same', async () => {
+    c = await cluster();
+    await c.startNode('node-a');
+    await c.startNode('node-b', { zone: 'us-east-1b' });
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const toy = await c.runToy('node-a', {
+      id: 'toy-stage-404',
+      stateMib: 32,
+      tokens: 200,
+      intervalMs: 20,
+      toyArgs: ['--control-port', String(port)],
+      // The toy serves no /stage-everything: it answers 404.
+      runArgs: ['--prepare-url', `${base}/prepare`, '--resume-url', `${base}/resume`, '--stage-url', `${base}/stage-everything`],
+    });
+    await c.interrupt('node-a');
+    const migration = await waitFor('the migration to be reported', 60_000, async () => {
+      const m = await migrationOf(c!.registry, 'toy-stage-404');
+      return m?.outcome ? m : undefined;
+    });
+    expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
+    expect(migration.stagedBytes).toBeUndefined();
+    expect(migration.bytesSent).toBeGreaterThan(32 * 1024 * 1024);
+    expect(c.nodes.get('node-a')!.log()).toMatch(/staging failed; the checkpoint moves everything/);
+    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 200));
+    expect(readFileSync(toy.out, 'utf8')).toMatch(/^# resume at token \d+ pid=\d+ rebuilt-ms=\d+ staged=0$/m);
+  });
+
   it('applies and reports the fallback when no healthy target exists', async () => {
     c = await cluster();
     await c.startNode('node-a');

@@ -90,6 +90,21 @@ describe('planner (real Redis, Lua reservations)', () => {
     expect((await registry.reservedOn('dst')).gpuBytes).toBe(20 * GiB);
   });
 
+  it('what a task stages ahead of the freeze counts in the time estimate at the stream rate', async () => {
+    await registry.heartbeat(node('src'), 30_000);
+    await registry.heartbeat(node('dst', { memFreeBytes: 64 * GiB }), 30_000);
+    const control = { prepareUrl: 'http://127.0.0.1:9/prepare', resumeUrl: 'http://127.0.0.1:9/resume', releasableBytes: 4 * GiB };
+    await registry.putTask(task('plain', 'src', { memBytes: 5 * GiB, control }));
+    await registry.putTask(task('staged', 'src', { memBytes: 5 * GiB, control: { ...control, stageUrl: 'http://127.0.0.1:9/stage', stagedBytes: 4 * GiB } }));
+    const plan = await planner.planNotice(interruption('i-src', 3600));
+    const byTask = Object.fromEntries(plan.tasks.map((t) => [t.taskId, t]));
+    expect(byTask.plain).toMatchObject({ decision: 'migrate' });
+    expect(byTask.staged).toMatchObject({ decision: 'migrate' });
+    // Same bytes in the image; 4 GiB more at the planner's default stream rate (200 MiB/s) before the freeze.
+    expect(byTask.staged!.estimatedMs - byTask.plain!.estimatedMs).toBe((4 * GiB * 1000) / (200 * 1024 * 1024));
+    expect((await registry.getMigration(byTask.staged!.migrationId))?.estimatedBytes).toBe(GiB);
+  });
+
   it('applies the fallback and says why when the deadline is too close or no target has room', async () => {
     await registry.heartbeat(node('a'), 30_000);
     await registry.heartbeat(node('small', { memFreeBytes: 512 * 1024 * 1024 }), 30_000);

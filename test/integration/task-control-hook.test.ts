@@ -7,9 +7,13 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { HookContext } from '../../src/engines/checkpoint-engine.js';
 import { TaskControlError, TaskControlHook, postControl } from '../../src/engines/task-control-hook.js';
+import { TaskStageError, stageTask } from '../../src/migration/task-stage.js';
 
 interface Call {
   path: string;
@@ -23,16 +27,20 @@ afterEach(async () => {
   server = undefined;
 });
 
-/** A task's control server; `answer` decides the status per path (default 200). Tracks open connections. */
-async function taskServer(answer: (path: string) => number | 'hang' = () => 200): Promise<{ base: string; calls: Call[]; open: Set<Socket> }> {
+/**
+ * A task's control server; `answer` decides the status per path (default 200) and may act on the call first (write
+ * staged files). Tracks open connections.
+ */
+async function taskServer(answer: (path: string, body: Record<string, unknown>) => number | 'hang' = () => 200): Promise<{ base: string; calls: Call[]; open: Set<Socket> }> {
   const calls: Call[] = [];
   const open = new Set<Socket>();
   server = createServer((req: IncomingMessage, res: ServerResponse) => {
     let text = '';
     req.setEncoding('utf8').on('data', (d: string) => (text += d));
     req.on('end', () => {
-      calls.push({ path: req.url ?? '', body: JSON.parse(text || '{}') as Record<string, unknown> });
-      const status = answer(req.url ?? '');
+      const body = JSON.parse(text || '{}') as Record<string, unknown>;
+      calls.push({ path: req.url ?? '', body });
+      const status = answer(req.url ?? '', body);
       if (status === 'hang') return;
       res.statusCode = status;
       res.setHeader('connection', 'close');
@@ -108,5 +116,48 @@ describe('task-control hook', () => {
     await expect(postControl('https://127.0.0.1:1/prepare', {}, 1000)).rejects.toThrow(/plain http on the task's node/);
     await expect(postControl('not a url', {}, 1000)).rejects.toThrow(/is not a URL/);
     await expect(postControl('http://127.0.0.1:1/prepare', {}, 1000)).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
+
+describe('staging (pre-copy with the task\'s help)', () => {
+  it('prepare and resume name the staged directory when there is one', async () => {
+    const t = await taskServer();
+    const c = { ...ctx(t.base), stagedDirectory: '/var/lib/spotwatch/images/m-1.staged' };
+    await new TaskControlHook().beforeCheckpoint(c);
+    await new TaskControlHook().afterRestore(c);
+    expect(t.calls.map((x) => [x.path, x.body.stagedDirectory])).toEqual([
+      ['/prepare', '/var/lib/spotwatch/images/m-1.staged'],
+      ['/resume', '/var/lib/spotwatch/images/m-1.staged'],
+    ]);
+  });
+
+  it('stageTask: the task writes into the directory it is given (emptied first); files and bytes are counted', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'sw-stage-')), 'm-1.stage');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'left-over.bin'), 'from an earlier attempt');
+    const t = await taskServer((_path, body) => {
+      const d = String(body.directory);
+      writeFileSync(join(d, 'kv-prefix.bin'), Buffer.alloc(1_000_000, 7));
+      writeFileSync(join(d, 'kv-prefix.json'), '{"tokens":32768}');
+      return 200;
+    });
+    const deadline = Date.now() + 60_000;
+    const staged = await stageTask(`${t.base}/stage`, 'm-1', dir, deadline, 5000);
+    expect(staged).toMatchObject({ directory: dir, files: 2, bytes: 1_000_000 + 16 });
+    expect(t.calls).toEqual([{ path: '/stage', body: { event: 'stage', migrationId: 'm-1', deadline: new Date(deadline).toISOString(), directory: dir } }]);
+    expect(t.open.size).toBe(0);
+  });
+
+  it('stageTask refuses what it cannot send (a subdirectory) and a task that says no', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'sw-stage-')), 'm-2.stage');
+    const t = await taskServer((path, body) => {
+      if (path === '/stage') mkdirSync(join(String(body.directory), 'layers'));
+      return path === '/stage' ? 200 : 500;
+    });
+    const nested = await stageTask(`${t.base}/stage`, 'm-2', dir, Date.now() + 60_000, 5000).catch((e: unknown) => e);
+    expect(nested).toBeInstanceOf(TaskStageError);
+    expect((nested as TaskStageError).code).toBe('TASK_STAGE_FAILED');
+    expect((nested as Error).message).toMatch(/staged "layers" .*only plain files/);
+    await expect(stageTask(`${t.base}/nope`, 'm-2', dir, Date.now() + 60_000, 5000)).rejects.toThrow(/answered stage at .*\/nope with HTTP 500/);
   });
 });

@@ -474,7 +474,7 @@ export class CriuEngine implements CheckpointEngine {
     };
 
     const guard = new CallGuard(req.deadline, req.signal);
-    const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids };
+    const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids, ...(req.stagedDirectory ? { stagedDirectory: req.stagedDirectory } : {}) };
     const phases: Record<string, number> = {};
     let sender: ImageStreamSender | undefined;
     /** The direct page channel (page-channel.ts): this agent pumps the dump's socketpair into it, unframed. */
@@ -891,7 +891,7 @@ export class CriuEngine implements CheckpointEngine {
     const pidFile = join(dir, logName.replace(/\.log$/, '.pid'));
     const identity = { ...(manifest?.taskId !== undefined ? { id: manifest.taskId } : {}), ...(manifest?.taskControl ? { control: manifest.taskControl } : {}) };
     const task: TaskRef = { kind: 'process', pid: 0, ...identity };
-    const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids: [] };
+    const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids: [], ...(req.stagedDirectory ? { stagedDirectory: req.stagedDirectory } : {}) };
     try {
       const hooks = this.hooks;
       if (hooks.length) {
