@@ -191,6 +191,11 @@ async function migrate(a: Args): Promise<void> {
       cudaRestore: hookSec('target.hookAfter.cuda', 'target.hooksAfter'),
       taskResume: sec('target.hookAfter.task-control'), // the task reloading what it released
     };
+    // Before the freeze, not downtime: the task staging (its KV cache's prefix) and the send of it to node-b.
+    if (phases['source.stage'] !== undefined) {
+      result.beforeFreezeSeconds = { stage: sec('source.stage'), stageSend: sec('source.stageSend') };
+      result.stagedGiB = (m.stagedBytes ?? 0) / 2 ** 30;
+    }
 
     // Wait for the restored task to finish its stream.
     let got: TokenLine[] = [];

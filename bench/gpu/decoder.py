@@ -125,38 +125,24 @@ def bandwidth(args):
             json.dump(res, f)
 
 
-class VmmWeights:
-    """All weights in one device range from the CUDA driver's virtual memory API (cuMemAddressReserve/Create/Map),
-    each parameter a view of it. release() unmaps and frees the physical memory but keeps the address range
-    reserved; remap_and_load() maps new memory at the same addresses and reads the weights again from local disk —
+class VmmRange:
+    """One device range from the CUDA driver's virtual memory API (cuMemAddressReserve/Create/Map). release() unmaps
+    and frees the physical memory but keeps the addresses reserved; remap() maps new memory at the same addresses —
     so torch.compile'd code and the captured CUDA graph, which hold the pointers, stay valid. What SGLang's
-    torch_memory_saver does; here it lets spotwatch's task control leave the weights out of a checkpoint."""
+    torch_memory_saver does; here it lets spotwatch's task control leave memory out of a checkpoint."""
 
-    ALIGN = 512
-
-    def __init__(self, model_dir, c, dev):
+    def __init__(self, nbytes, dev):
         import torch
         from cuda.bindings import driver as cu
-        from safetensors import safe_open
 
-        self.torch, self.cu, self.safe_open, self.model_dir, self.c = torch, cu, safe_open, model_dir, c
+        self.cu = cu
         self.dev_index = dev.index if dev.index is not None else torch.cuda.current_device()
-        self.layout, off = [], 0
-        dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
-        for shard in sorted(set(c["weight_map"].values())):
-            with safe_open(os.path.join(model_dir, shard), framework="pt", device="cpu") as f:
-                for name in f.keys():
-                    sl = f.get_slice(name)
-                    shape, dt = tuple(sl.get_shape()), dtypes[sl.get_dtype()]
-                    n = math.prod(shape) * torch.tensor([], dtype=dt).element_size()
-                    self.layout.append((shard, name, off, n, shape, dt))
-                    off = (off + n + self.ALIGN - 1) // self.ALIGN * self.ALIGN
         self.prop = cu.CUmemAllocationProp()
         self.prop.type = cu.CUmemAllocationType.CU_MEM_ALLOCATION_TYPE_PINNED
         self.prop.location.type = cu.CUmemLocationType.CU_MEM_LOCATION_TYPE_DEVICE
         self.prop.location.id = self.dev_index
         gran = self._ck(cu.cuMemGetAllocationGranularity(self.prop, cu.CUmemAllocationGranularity_flags.CU_MEM_ALLOC_GRANULARITY_RECOMMENDED))
-        self.size = (off + gran - 1) // gran * gran
+        self.size = (nbytes + gran - 1) // gran * gran
         self.ptr = int(self._ck(cu.cuMemAddressReserve(self.size, gran, 0, 0)))
         self._map()
         ptr, size = self.ptr, self.size
@@ -164,8 +150,7 @@ class VmmWeights:
         class _Mem:
             __cuda_array_interface__ = {"shape": (size,), "typestr": "|u1", "data": (ptr, False), "version": 3}
 
-        flat = torch.as_tensor(_Mem(), device=dev)
-        self.views = {name: flat[o:o + n].view(dt).view(shape) for (_s, name, o, n, shape, dt) in self.layout}
+        self.flat = torch.as_tensor(_Mem(), device=dev)
 
     def _ck(self, r):
         err = r[0] if isinstance(r, tuple) else r
@@ -189,26 +174,150 @@ class VmmWeights:
         desc.flags = cu.CUmemAccess_flags.CU_MEM_ACCESS_FLAGS_PROT_READWRITE
         self._ck(cu.cuMemSetAccess(self.ptr, self.size, [desc], 1))
 
-    def load(self):
-        total = 0
-        for shard in sorted({s for (s, *_r) in self.layout}):
-            with self.safe_open(os.path.join(self.model_dir, shard), framework="pt", device="cpu") as f:
-                for name in f.keys():
-                    x = f.get_tensor(name)
-                    self.views[name].copy_(x)
-                    total += x.numel() * x.element_size()
-        return total
-
     def release(self):
+        if self.handle is None:
+            return 0
         self._ck(self.cu.cuMemUnmap(self.ptr, self.size))
         self._ck(self.cu.cuMemRelease(self.handle))
         self.handle = None
         return self.size
 
+    def remap(self):
+        """Maps memory again if it was released; True when it did (the contents are undefined until written)."""
+        if self.handle is not None:
+            return False
+        self._map()
+        return True
+
+
+class VmmWeights:
+    """All weights in one VmmRange, each parameter a view of it: released before a checkpoint, mapped again at the
+    same addresses and read again from local disk (shards in parallel, one CUDA stream each) after the restore."""
+
+    ALIGN = 512
+
+    def __init__(self, model_dir, c, dev, threads=4):
+        import torch
+        from safetensors import safe_open
+
+        self.torch, self.safe_open, self.model_dir, self.threads = torch, safe_open, model_dir, threads
+        self.layout, off = [], 0
+        dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+        for shard in sorted(set(c["weight_map"].values())):
+            with safe_open(os.path.join(model_dir, shard), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    sl = f.get_slice(name)
+                    shape, dt = tuple(sl.get_shape()), dtypes[sl.get_dtype()]
+                    n = math.prod(shape) * torch.tensor([], dtype=dt).element_size()
+                    self.layout.append((shard, name, off, n, shape, dt))
+                    off = (off + n + self.ALIGN - 1) // self.ALIGN * self.ALIGN
+        self.range = VmmRange(off, dev)
+        flat = self.range.flat
+        self.views = {name: flat[o:o + n].view(dt).view(shape) for (_s, name, o, n, shape, dt) in self.layout}
+
+    def _load_shard(self, shard):
+        torch = self.torch
+        total = 0
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream), self.safe_open(os.path.join(self.model_dir, shard), framework="pt", device="cpu") as f:
+            for name in f.keys():
+                x = f.get_tensor(name)
+                self.views[name].copy_(x)
+                total += x.numel() * x.element_size()
+        stream.synchronize()
+        return total
+
+    def load(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        shards = sorted({s for (s, *_r) in self.layout})
+        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(shards)))) as pool:
+            return sum(pool.map(self._load_shard, shards))
+
+    def release(self):
+        return self.range.release()
+
     def remap_and_load(self):
-        if self.handle is None:
-            self._map()
+        self.range.remap()
         return self.load()
+
+
+class KvStage:
+    """The KV cache in a VmmRange, and spotwatch's staging of it (spotwatch run --stage-url): stage() writes the
+    filled prefix (positions < N, final once written: decoding only appends) to DIR/kv.bin while decoding goes on;
+    prepare keeps the few positions written since in host memory and releases the device memory; resume maps it
+    again, zeroes it, reads the prefix back from the staged directory on this node and puts the tail back."""
+
+    def __init__(self, L, KVH, max_len, D, dev):
+        import torch
+
+        self.torch, self.L, self.KVH, self.max_len, self.D = torch, L, KVH, max_len, D
+        per = KVH * max_len * D * 2
+        self.range = VmmRange(2 * L * per, dev)
+        self.range.flat.zero_()
+        flat = self.range.flat
+        self.k = [flat[(2 * i) * per:(2 * i + 1) * per].view(torch.bfloat16).view(KVH, max_len, D) for i in range(L)]
+        self.v = [flat[(2 * i + 1) * per:(2 * i + 2) * per].view(torch.bfloat16).view(KVH, max_len, D) for i in range(L)]
+        self.staged_tokens = None  # positions in the staged prefix
+        self.tail = None  # (start, [host tensors]) kept across a checkpoint
+
+    def _caches(self):
+        for i in range(self.L):
+            yield self.k[i]
+            yield self.v[i]
+
+    def stage(self, directory, n_tokens):
+        torch = self.torch
+        stream = torch.cuda.Stream()
+        nbytes = 0
+        with torch.cuda.stream(stream), open(os.path.join(directory, "kv.bin"), "wb") as f:
+            for cache in self._caches():
+                host = cache[:, :n_tokens].contiguous().cpu()  # on the side stream; positions < n_tokens are final
+                f.write(host.view(torch.int16).numpy())
+                nbytes += host.numel() * 2
+        meta = {"tokens": n_tokens, "layers": self.L, "kv_heads": self.KVH, "head_dim": self.D, "dtype": "bf16", "order": "layer, k then v, [kv_heads, tokens, head_dim]"}
+        with open(os.path.join(directory, "kv.json"), "w") as f:
+            json.dump(meta, f)
+        self.staged_tokens = n_tokens
+        return nbytes
+
+    def release_staged(self, upto):
+        """Keeps positions [staged, upto) in host memory and releases the device memory; bytes released."""
+        torch = self.torch
+        n = self.staged_tokens
+        self.tail = (n, [cache[:, n:upto].contiguous().cpu() for cache in self._caches()])
+        torch.cuda.synchronize()
+        return self.range.release()
+
+    def restore_staged(self, directory):
+        """Maps the range again and fills it from the staged files and the kept tail; bytes read from the files."""
+        torch = self.torch
+        if not self.range.remap():
+            return 0
+        with open(os.path.join(directory, "kv.json")) as f:
+            meta = json.load(f)
+        n = meta["tokens"]
+        if n != self.tail[0] or meta["layers"] != self.L:
+            raise RuntimeError(f"staged KV cache does not match: {meta} vs {self.tail[0]} tokens")
+        per = self.KVH * n * self.D
+        stream = torch.cuda.Stream()
+        total = 0
+        with torch.cuda.stream(stream), open(os.path.join(directory, "kv.bin"), "rb") as f:
+            self.range.flat.zero_()  # new memory: positions not written yet must read as zeros (masked, times 0)
+            for cache, tail in zip(self._caches(), self.tail[1]):
+                host = torch.empty(per, dtype=torch.int16)
+                f.readinto(host.numpy())
+                cache[:, :n].copy_(host.view(torch.bfloat16).view(self.KVH, n, self.D))
+                if tail.shape[1]:
+                    cache[:, n:n + tail.shape[1]].copy_(tail)
+                total += per * 2
+        stream.synchronize()
+        self.tail, self.staged_tokens = None, None
+        return total
+
+    def drop_stage(self):
+        """The checkpoint will carry the cache itself (no staged copy on the target)."""
+        self.staged_tokens = None
 
 
 class Control:
@@ -216,12 +325,12 @@ class Control:
     127.0.0.1:PORT. The HTTP thread hands each request to the decode loop, which acts between two tokens and answers;
     every connection closes after its answer (HTTP/1.0), so none is open when CRIU dumps the process."""
 
-    def __init__(self, port):
+    def __init__(self, port, stage=None):
         import threading
         from http.server import BaseHTTPRequestHandler, HTTPServer
 
         self.lock = threading.Lock()
-        self.pending, self.reply = None, None
+        self.pending, self.reply, self.body = None, None, {}
         self.requested, self.answered = threading.Event(), threading.Event()
         ctl = self
 
@@ -230,15 +339,29 @@ class Control:
                 pass
 
             def do_POST(self):
-                what = {"/prepare": "prepare", "/resume": "resume"}.get(self.path)
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                if what is None:
+                what = {"/prepare": "prepare", "/resume": "resume", "/stage": "stage"}.get(self.path)
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if what is None or (what == "stage" and stage is None):
                     self.send_response(404)
                     self.end_headers()
                     return
+                body = json.loads(raw or b"{}")
+                if what == "stage":
+                    # Staging runs here, beside the decode loop, which goes on (it only appends to the KV cache).
+                    try:
+                        reply, status = stage(body["directory"]), 200
+                    except Exception as e:  # noqa: BLE001 - the agent gets the reason and moves everything instead
+                        reply, status = {"error": str(e)}, 500
+                    out = json.dumps(reply).encode()
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
                 with ctl.lock:
                     ctl.answered.clear()
-                    ctl.pending = what
+                    ctl.pending, ctl.body = what, body
                     ctl.requested.set()
                     ok = ctl.answered.wait(300)
                     body = json.dumps(ctl.reply if ok else {"error": "no answer"}).encode()
@@ -258,7 +381,7 @@ class Control:
         while True:
             if self.requested.wait(1):
                 if self.pending == what:
-                    return
+                    return self.body
                 self.answer({"state": "paused", "ignored": self.pending})  # e.g. a second prepare: already done
 
     def answer(self, reply):
@@ -311,8 +434,12 @@ def run(args):
     bf = torch.bfloat16
 
     # ---- KV cache, preallocated: one [KVH, max_len, D] tensor per layer for K and for V
-    kc = [torch.zeros(KVH, max_len, D, dtype=bf, device=dev) for _ in range(L)]
-    vc = [torch.zeros(KVH, max_len, D, dtype=bf, device=dev) for _ in range(L)]
+    kv = KvStage(L, KVH, max_len, D, dev) if args.vmm_kv else None
+    if kv is not None:
+        kc, vc = kv.k, kv.v
+    else:
+        kc = [torch.zeros(KVH, max_len, D, dtype=bf, device=dev) for _ in range(L)]
+        vc = [torch.zeros(KVH, max_len, D, dtype=bf, device=dev) for _ in range(L)]
     tm["kv_cache_bytes"] = 2 * L * KVH * max_len * D * 2
 
     inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2, device=dev, dtype=torch.float32) / D))
@@ -449,27 +576,53 @@ def run(args):
     tm["first_token_ts"] = time.time()
     print(json.dumps({"ready": os.getpid(), "first_token_ts": tm["first_token_ts"]}), flush=True)
     interval = args.token_interval_ms / 1000.0
-    ctl = Control(args.control_port) if args.control_port else None
+    kv_final = [args.ctx]  # KV positions below this are written and final (the decode loop moves it after each token)
+
+    def stage(directory):
+        ts = time.time()
+        n = kv_final[0]
+        nbytes = kv.stage(directory, n)
+        tm.setdefault("stages", []).append({"tokens": n, "bytes": nbytes, "seconds": time.time() - ts})
+        return {"tokens": n, "stagedBytes": nbytes}
+
+    ctl = Control(args.control_port, stage if kv is not None else None) if args.control_port else None
     t = time.time()
     for i in range(1, args.new_tokens):
         if ctl is not None and ctl.wanted("prepare"):
             # Between two tokens: give the weights' device memory back (the address range stays reserved, so the
-            # captured graph's pointers stay valid) and the allocator's cache, then wait for resume.
+            # captured graph's pointers stay valid), the staged KV cache when the target holds it, and the
+            # allocator's cache, then wait for resume.
+            body = ctl.body
             torch.cuda.synchronize()
             released = vmm.release() if vmm is not None else 0
+            if kv is not None and kv.staged_tokens is not None and body.get("stagedDirectory"):
+                released += kv.release_staged(kv_final[0])
+            elif kv is not None:
+                kv.drop_stage()
             torch.cuda.empty_cache()
             ctl.answer({"token": i, "releasedBytes": released})
-            ctl.wait_for("resume")
+            body = ctl.wait_for("resume")
             tr = time.time()
-            reloaded = vmm.remap_and_load() if vmm is not None else 0
+            if kv is not None and kv.tail is not None:
+                # the KV cache and the weights load side by side (files on this node, separate streams)
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    kv_job = pool.submit(kv.restore_staged, body.get("stagedDirectory") or "")
+                    reloaded = vmm.remap_and_load() if vmm is not None else 0
+                    kv_bytes = kv_job.result()
+            else:
+                reloaded, kv_bytes = (vmm.remap_and_load() if vmm is not None else 0), 0
             torch.cuda.synchronize()
-            tm.setdefault("resumes", []).append({"token": i, "reloadedBytes": reloaded, "seconds": time.time() - tr})
-            ctl.answer({"token": i, "reloadedBytes": reloaded, "seconds": time.time() - tr})
+            took = time.time() - tr
+            tm.setdefault("resumes", []).append({"token": i, "reloadedBytes": reloaded + kv_bytes, "weightsBytes": reloaded, "kvStagedBytes": kv_bytes, "seconds": took})
+            ctl.answer({"token": i, "reloadedBytes": reloaded + kv_bytes, "seconds": took})
         if graph is not None:
             graph.replay()
         else:
             step()
         out.write(f"{i} {out_tok.item()} {out_val.item()!r} {time.time():.6f}\n")
+        kv_final[0] = args.ctx + i  # .item() waited for the step: the KV of position ctx + i - 1 is written
         if interval:
             time.sleep(interval)
     tm["decode_s"] = time.time() - t
@@ -500,6 +653,7 @@ def main():
     ap.add_argument("--empty-cache", action="store_true", help="release the allocator's cached blocks after the prefill")
     ap.add_argument("--vmm-weights", action="store_true", help="weights in one range of the driver's VMM API (releasable, same addresses)")
     ap.add_argument("--control-port", type=int, default=0, help="serve spotwatch's task control (POST /prepare, /resume) on 127.0.0.1:PORT")
+    ap.add_argument("--vmm-kv", action="store_true", help="KV cache in a VMM range; with --control-port also POST /stage (spotwatch run --stage-url)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-graph", action="store_true")
     args = ap.parse_args()

@@ -31,6 +31,9 @@
 #                               its prefill (as +emptycache on the direct path)
 #   SPOTWATCH_GPU_DECODER_CONTROL  agent path only: 1 = the decoder keeps its weights in VMM memory and serves task
 #                               control; spotwatch tells it to release them before the checkpoint and reload after
+#   SPOTWATCH_GPU_DECODER_STAGE    with CONTROL=1: the KV cache in VMM memory too, and `spotwatch run --stage-url`:
+#                               the decoder stages the KV cache's filled prefix while it decodes, spotwatch sends it
+#                               to node-b ahead of the freeze, only the tail written since moves in the checkpoint
 #   SPOTWATCH_TRANSPARENT_HUGEPAGES  passed to the agents (always: they set the node's THP at start, docs/gpu.md)
 #   SPOTWATCH_GPU_BENCH_TASK    agent path only: decoder (default) or toy (examples/toy-llm/toy-llm.mjs, a CPU
 #                               rehearsal of the same code path: CONFIGS="toy:64:300", no GPU, no PyTorch)
@@ -210,6 +213,14 @@ run_agents() {
     # CPU rehearsal: the toy LLM ("context" = prompt tokens), 64 MiB of state
     local toy="$ROOT/examples/toy-llm/toy-llm.mjs" targs=(--prompt-tokens "$ctx" --state-mib 64 --tokens "$n" --interval-ms 20 --seed 11)
     "$NODE" "$toy" --reference "${targs[@]}" >"$R/$c.ref.tokens" || die "toy reference failed"
+    if [ -n "${SPOTWATCH_GPU_DECODER_STAGE:-}" ]; then
+      # the toy stages its cache (and a journal of later writes), as the decoder stages its KV cache's prefix
+      local cport
+      cport=$(free_port)
+      targs+=(--control-port "$cport")
+      run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume" --releasable-mib 64 \
+        --stage-url "http://127.0.0.1:$cport/stage" --staged-mib 64)
+    fi
     task_args=$(json_argv "$NODE" "$toy" "${targs[@]}" --out "$tokens")
     expect_gpu=false
   else
@@ -227,6 +238,14 @@ run_agents() {
       local wmib
       wmib=$("$PY" -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["params"] * 2 / 1048576))' "$W/models/$c/config.json")
       run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume" --releasable-mib "$wmib")
+      if [ -n "${SPOTWATCH_GPU_DECODER_STAGE:-}" ]; then
+        # the KV cache (bf16, K and V per layer) is staged ahead of the freeze and released on prepare as well
+        local kvmib
+        kvmib=$("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])); print(int(2 * c["layers"] * c["kv_heads"] * (int(sys.argv[2]) + int(sys.argv[3]) + 8) * (c["dim"] // c["heads"]) * 2 / 1048576))' "$W/models/$c/config.json" "$ctx" "$n")
+        ctl_args+=(--vmm-kv)
+        run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume" --releasable-mib "$((wmib + kvmib))" \
+          --stage-url "http://127.0.0.1:$cport/stage" --staged-mib "$kvmib")
+      fi
     fi
     task_args=$(json_argv "$PY" "${common[@]}" ${SPOTWATCH_GPU_DECODER_EMPTY_CACHE:+--empty-cache} "${ctl_args[@]}" --out "$tokens" --timings "$R/$c.agents.timings.json")
     timings=(--timings "$R/$c.agents.timings.json")
