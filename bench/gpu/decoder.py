@@ -190,17 +190,92 @@ class VmmRange:
         return True
 
 
+class RangeLoader:
+    """Copies byte ranges of files into device memory the way fast model loaders do: several threads, each with its
+    own CUDA stream and two pinned host buffers; os.preadv into one buffer while the other's copy to the device runs.
+    The pinned buffers are freed when the load ends (they would otherwise ride along in the next checkpoint)."""
+
+    def __init__(self, threads=8, chunk=32 << 20):
+        self.threads, self.chunk = threads, chunk
+
+    def run(self, jobs):
+        """jobs: (path, file offset, nbytes, destination: a contiguous uint8 device tensor of nbytes). Bytes copied."""
+        import threading
+
+        import torch
+
+        lanes = [[] for _ in range(max(1, min(self.threads, len(jobs))))]
+        sizes = [0] * len(lanes)
+        for job in sorted(jobs, key=lambda j: -j[2]):  # largest first, onto the least loaded lane
+            k = sizes.index(min(sizes))
+            lanes[k].append(job)
+            sizes[k] += job[2]
+        errors = []
+
+        def lane(mine):
+            try:
+                stream = torch.cuda.Stream()
+                bufs = [torch.empty(self.chunk, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+                views = [memoryview(b.numpy()) for b in bufs]
+                events, fds, k = [None, None], {}, 0
+                for path, off, n, dest in mine:
+                    fd = fds.get(path)
+                    if fd is None:
+                        fd = fds[path] = os.open(path, os.O_RDONLY)
+                    done = 0
+                    while done < n:
+                        m, b = min(self.chunk, n - done), k % 2
+                        if events[b] is not None:
+                            events[b].synchronize()
+                        got = 0
+                        while got < m:
+                            r = os.preadv(fd, [views[b][got:m]], off + done + got)
+                            if r <= 0:
+                                raise IOError(f"{path}: short read at {off + done + got}")
+                            got += r
+                        with torch.cuda.stream(stream):
+                            dest[done:done + m].copy_(bufs[b][:m], non_blocking=True)
+                            events[b] = torch.cuda.Event()
+                            events[b].record(stream)
+                        done += m
+                        k += 1
+                stream.synchronize()
+                for fd in fds.values():
+                    os.close(fd)
+            except Exception as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=lane, args=(mine,)) for mine in lanes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        if hasattr(torch._C, "_host_emptyCache"):
+            torch._C._host_emptyCache()  # give the pinned buffers back now
+        return sum(sizes)
+
+
+def safetensors_offsets(path):
+    """{name: (absolute file offset, nbytes)} from a safetensors header (8-byte little-endian length + JSON)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return {k: (8 + n + v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0]) for k, v in header.items() if k != "__metadata__"}
+
+
 class VmmWeights:
     """All weights in one VmmRange, each parameter a view of it: released before a checkpoint, mapped again at the
-    same addresses and read again from local disk (shards in parallel, one CUDA stream each) after the restore."""
+    same addresses and read again from local disk (RangeLoader: the tensors' bytes straight from the safetensors
+    files into the range) after the restore."""
 
     ALIGN = 512
 
-    def __init__(self, model_dir, c, dev, threads=4):
+    def __init__(self, model_dir, c, dev):
         import torch
         from safetensors import safe_open
 
-        self.torch, self.safe_open, self.model_dir, self.threads = torch, safe_open, model_dir, threads
         self.layout, off = [], 0
         dtypes = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
         for shard in sorted(set(c["weight_map"].values())):
@@ -214,32 +289,24 @@ class VmmWeights:
         self.range = VmmRange(off, dev)
         flat = self.range.flat
         self.views = {name: flat[o:o + n].view(dt).view(shape) for (_s, name, o, n, shape, dt) in self.layout}
+        offsets = {shard: safetensors_offsets(os.path.join(model_dir, shard)) for shard in {s for (s, *_r) in self.layout}}
+        self.jobs = []
+        for shard, name, o, n, _shape, _dt in self.layout:
+            file_off, file_n = offsets[shard][name]
+            if file_n != n:
+                raise RuntimeError(f"{shard}: {name} holds {file_n} bytes, expected {n}")
+            self.jobs.append((os.path.join(model_dir, shard), file_off, n, flat[o:o + n]))
 
-    def _load_shard(self, shard):
-        torch = self.torch
-        total = 0
-        stream = torch.cuda.Stream()
-        with torch.cuda.stream(stream), self.safe_open(os.path.join(self.model_dir, shard), framework="pt", device="cpu") as f:
-            for name in f.keys():
-                x = f.get_tensor(name)
-                self.views[name].copy_(x)
-                total += x.numel() * x.element_size()
-        stream.synchronize()
-        return total
-
-    def load(self):
-        from concurrent.futures import ThreadPoolExecutor
-
-        shards = sorted({s for (s, *_r) in self.layout})
-        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(shards)))) as pool:
-            return sum(pool.map(self._load_shard, shards))
+    def load(self, extra_jobs=()):
+        """Reads every weight (and any extra ranges, e.g. a staged KV cache: one pool for all); bytes read."""
+        return RangeLoader().run(self.jobs + list(extra_jobs))
 
     def release(self):
         return self.range.release()
 
-    def remap_and_load(self):
+    def remap_and_load(self, extra_jobs=()):
         self.range.remap()
-        return self.load()
+        return self.load(extra_jobs)
 
 
 class KvStage:
@@ -289,31 +356,33 @@ class KvStage:
         torch.cuda.synchronize()
         return self.range.release()
 
-    def restore_staged(self, directory):
-        """Maps the range again and fills it from the staged files and the kept tail; bytes read from the files."""
+    def restore_jobs(self, directory):
+        """Maps the range again (zeroed: positions not written yet must read as zeros — masked, times 0) and returns
+        the RangeLoader jobs that fill it from the staged files: one per layer, K/V and head."""
         torch = self.torch
         if not self.range.remap():
-            return 0
+            return []
+        self.range.flat.zero_()
+        torch.cuda.synchronize()
         with open(os.path.join(directory, "kv.json")) as f:
             meta = json.load(f)
         n = meta["tokens"]
-        if n != self.tail[0] or meta["layers"] != self.L:
+        if n != self.tail[0] or meta["layers"] != self.L or meta["kv_heads"] != self.KVH or meta["head_dim"] != self.D:
             raise RuntimeError(f"staged KV cache does not match: {meta} vs {self.tail[0]} tokens")
-        per = self.KVH * n * self.D
-        stream = torch.cuda.Stream()
-        total = 0
-        with torch.cuda.stream(stream), open(os.path.join(directory, "kv.bin"), "rb") as f:
-            self.range.flat.zero_()  # new memory: positions not written yet must read as zeros (masked, times 0)
-            for cache, tail in zip(self._caches(), self.tail[1]):
-                host = torch.empty(per, dtype=torch.int16)
-                f.readinto(host.numpy())
-                cache[:, :n].copy_(host.view(torch.bfloat16).view(self.KVH, n, self.D))
-                if tail.shape[1]:
-                    cache[:, n:n + tail.shape[1]].copy_(tail)
-                total += per * 2
-        stream.synchronize()
+        path, run = os.path.join(directory, "kv.bin"), n * self.D * 2
+        per_cache, per_head = self.KVH * self.max_len * self.D * 2, self.max_len * self.D * 2
+        flat = self.range.flat
+        return [(path, (c * self.KVH + h) * run, run, flat[c * per_cache + h * per_head:c * per_cache + h * per_head + run])
+                for c in range(2 * self.L) for h in range(self.KVH)]
+
+    def restore_tail(self):
+        """After the staged prefix is back: the positions written since, from host memory."""
+        n = self.tail[0]
+        for cache, tail in zip(self._caches(), self.tail[1]):
+            if tail.shape[1]:
+                cache[:, n:n + tail.shape[1]].copy_(tail)
+        self.torch.cuda.synchronize()
         self.tail, self.staged_tokens = None, None
-        return total
 
     def drop_stage(self):
         """The checkpoint will carry the cache itself (no staged copy on the target)."""
@@ -599,20 +668,32 @@ def run(args):
                 released += kv.release_staged(kv_final[0])
             elif kv is not None:
                 kv.drop_stage()
+            if args.release_graph and graph is not None:
+                # the graph's private memory pool goes too; the step is captured again (tens of ms) after resume
+                graph.reset()
+                graph = None
+                import gc
+
+                gc.collect()
             torch.cuda.empty_cache()
             ctl.answer({"token": i, "releasedBytes": released})
             body = ctl.wait_for("resume")
             tr = time.time()
-            if kv is not None and kv.tail is not None:
-                # the KV cache and the weights load side by side (files on this node, separate streams)
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(max_workers=1) as pool:
-                    kv_job = pool.submit(kv.restore_staged, body.get("stagedDirectory") or "")
-                    reloaded = vmm.remap_and_load() if vmm is not None else 0
-                    kv_bytes = kv_job.result()
+            # the weights and the staged KV cache's prefix load together (files on this node, one loader)
+            kv_jobs = kv.restore_jobs(body.get("stagedDirectory") or "") if kv is not None and kv.tail is not None else []
+            kv_bytes = sum(j[2] for j in kv_jobs)
+            if vmm is not None:
+                reloaded = vmm.remap_and_load(kv_jobs) - kv_bytes
             else:
-                reloaded, kv_bytes = (vmm.remap_and_load() if vmm is not None else 0), 0
+                reloaded = 0
+                if kv_jobs:
+                    RangeLoader().run(kv_jobs)
+            if kv_jobs:
+                kv.restore_tail()
+            if args.release_graph and graph is None and not args.no_graph:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step()
             torch.cuda.synchronize()
             took = time.time() - tr
             tm.setdefault("resumes", []).append({"token": i, "reloadedBytes": reloaded + kv_bytes, "weightsBytes": reloaded, "kvStagedBytes": kv_bytes, "seconds": took})
@@ -653,6 +734,7 @@ def main():
     ap.add_argument("--empty-cache", action="store_true", help="release the allocator's cached blocks after the prefill")
     ap.add_argument("--vmm-weights", action="store_true", help="weights in one range of the driver's VMM API (releasable, same addresses)")
     ap.add_argument("--control-port", type=int, default=0, help="serve spotwatch's task control (POST /prepare, /resume) on 127.0.0.1:PORT")
+    ap.add_argument("--release-graph", action="store_true", help="on prepare, free the captured CUDA graph (and its memory pool); capture it again on resume")
     ap.add_argument("--vmm-kv", action="store_true", help="KV cache in a VMM range; with --control-port also POST /stage (spotwatch run --stage-url)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-graph", action="store_true")

@@ -242,7 +242,7 @@ run_agents() {
         # the KV cache (bf16, K and V per layer) is staged ahead of the freeze and released on prepare as well
         local kvmib
         kvmib=$("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])); print(int(2 * c["layers"] * c["kv_heads"] * (int(sys.argv[2]) + int(sys.argv[3]) + 8) * (c["dim"] // c["heads"]) * 2 / 1048576))' "$W/models/$c/config.json" "$ctx" "$n")
-        ctl_args+=(--vmm-kv)
+        ctl_args+=(--vmm-kv --release-graph)
         run_args=$(json_argv --prepare-url "http://127.0.0.1:$cport/prepare" --resume-url "http://127.0.0.1:$cport/resume" --releasable-mib "$((wmib + kvmib))" \
           --stage-url "http://127.0.0.1:$cport/stage" --staged-mib "$kvmib")
       fi
