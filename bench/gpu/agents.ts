@@ -234,7 +234,10 @@ async function migrate(a: Args): Promise<void> {
     const st = result.stagesSeconds as Record<string, number>;
     // GPU bytes that went through the CUDA stages: what the task held, less what it released on prepare.
     const reloaded = ((result.decoderTimings as { resumes?: { reloadedBytes?: number }[] } | undefined)?.resumes ?? []).reduce((n, r) => n + (r.reloadedBytes ?? 0), 0);
-    const gpuMoved = Math.max(0, task.gpuMemBytes - reloaded);
+    // The decoder says how much device memory was in use once it had released what it could (the agent's record may
+    // be from an earlier heartbeat, e.g. during the prefill); otherwise what it held less what it reloaded.
+    const usedAfterPrepare = (result.decoderTimings as { prepares?: { deviceUsedBytes?: number }[] } | undefined)?.prepares?.[0]?.deviceUsedBytes;
+    const gpuMoved = usedAfterPrepare ?? Math.max(0, task.gpuMemBytes - reloaded);
     result.gpuMovedGiB = gpuMoved / 2 ** 30;
     result.stageGBps = {
       cudaCheckpoint: gb(gpuMoved) / st.cudaCheckpoint!,

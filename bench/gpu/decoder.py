@@ -672,10 +672,10 @@ def run(args):
                 # the graph's private memory pool goes too; the step is captured again (tens of ms) after resume
                 graph.reset()
                 graph = None
-                import gc
-
-                gc.collect()
             torch.cuda.empty_cache()
+            free, total = torch.cuda.mem_get_info()
+            # what the CUDA checkpoint is left to move: the device's used memory (this is its only process)
+            tm.setdefault("prepares", []).append({"token": i, "releasedBytes": released, "deviceUsedBytes": total - free})
             ctl.answer({"token": i, "releasedBytes": released})
             body = ctl.wait_for("resume")
             tr = time.time()
