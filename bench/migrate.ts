@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,7 +37,7 @@ export async function run(argv: string[]): Promise<void> {
 
     process.stdout.write('\nmigration of the toy LLM between two agents (image dirs on tmpfs)\n');
     printTable(
-      ['state', 'image', 'raw TCP MB/s', 'transfer MB/s', 'transfer ratio', 'whole dump MB/s', 'ratio', 'dump alone', 'restore alone', 'raw transfer', 'slowest stage', 'downtime', 'downtime ratio'],
+      ['state', 'image', 'raw TCP MB/s', 'transfer MB/s', 'transfer ratio', 'whole dump MB/s', 'ratio', 'dump alone', 'restore alone', 'raw transfer', 'slowest stage', 'downtime eager', 'ratio', 'downtime lazy', 'ratio', '1st token lazy', 'memory fill'],
       results.map((r) => [
         `${r.stateMib} MiB`,
         `${round(r.imageBytes / MiB, 1)} MiB`,
@@ -50,24 +50,42 @@ export async function run(argv: string[]): Promise<void> {
         `${r.restoreAloneMs} ms`,
         `${round(r.rawTransferMs, 0)} ms`,
         `${round(r.slowestStageMs, 0)} ms`,
+        `${r.eagerDowntimeMs} ms`,
+        round(r.eagerDowntimeRatio, 2),
         `${r.downtimeMs} ms`,
         round(r.downtimeRatio, 2),
+        `${r.firstTokenMs} ms`,
+        `${r.memoryFillMs ?? '-'} ms`,
       ]),
     );
     process.stdout.write(`\nplanning ${plan.notices} noticed nodes × ${plan.tasksPerNode} tasks against ${plan.healthy} healthy nodes: ${round(plan.seconds, 3)} s, ${plan.placed} placed, ${plan.fallbacks} fallbacks, ${plan.overcommits} overcommitted nodes (target < 2 s, 0)\n`);
     process.stdout.write('targets: transfer ratio ≥ 0.8 of raw loopback TCP; downtime ≤ 1.25 × the slowest single stage\n');
+    process.stdout.write('downtime = frozen on node-a → running on node-b (the registry\'s); lazy = --lazy-restore (post-copy: the task runs before its memory is in place, which then follows from the received image: "memory fill"); 1st token = frozen → the first token the task wrote after it\n');
     process.stdout.write('transfer = image bytes over CRIU\'s page-write time + the image files\' transfer; whole dump = over the whole `criu dump` wall time\n');
-    const worst = <K extends 'transferRatio' | 'downtimeRatio' | 'streamRatio'>(k: K, pick: (a: number, b: number) => number) => (results.length > 0 ? results.map((r) => r[k]).reduce((a, b) => pick(a, b)) : NaN);
+    const worst = <K extends 'transferRatio' | 'downtimeRatio' | 'eagerDowntimeRatio' | 'streamRatio'>(k: K, pick: (a: number, b: number) => number) => (results.length > 0 ? results.map((r) => r[k]).reduce((a, b) => pick(a, b)) : NaN);
     finish(
       'migrate',
       {
         bench: 'migrate',
         transferRatio: round(worst('transferRatio', Math.min), 3),
         downtimeRatio: round(worst('downtimeRatio', Math.max), 3),
+        downtimeRatioEager: round(worst('eagerDowntimeRatio', Math.max), 3),
         streamRatio: round(worst('streamRatio', Math.min), 3),
         planSeconds: round(plan.seconds, 3),
         overcommits: plan.overcommits,
-        sizes: results.map((r) => ({ stateMib: r.stateMib, imageMiB: round(r.imageBytes / MiB, 1), downtimeMs: r.downtimeMs, transferRatio: round(r.transferRatio, 3), streamRatio: round(r.streamRatio, 3), downtimeRatio: round(r.downtimeRatio, 3) })),
+        sizes: results.map((r) => ({
+          stateMib: r.stateMib,
+          imageMiB: round(r.imageBytes / MiB, 1),
+          downtimeMs: r.downtimeMs,
+          transferRatio: round(r.transferRatio, 3),
+          streamRatio: round(r.streamRatio, 3),
+          downtimeRatio: round(r.downtimeRatio, 3),
+          firstTokenMs: r.firstTokenMs,
+          memoryFillMs: r.memoryFillMs,
+          eagerDowntimeMs: r.eagerDowntimeMs,
+          eagerDowntimeRatio: round(r.eagerDowntimeRatio, 3),
+          eagerFirstTokenMs: r.eagerFirstTokenMs,
+        })),
       },
       { results, plan },
     );
@@ -152,56 +170,89 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
     const rawTransferMs = rawRuns.sort((a, b) => a - b)[1]!;
     const rawMBps = imageBytes / MiB / (rawTransferMs / 1000);
 
-    // The real path: two agents, a spot interruption, a streamed checkpoint, a restore on the other node.
-    const cluster = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: [bin] }, baseDir, env: { UV_USE_IO_URING: '0' } });
-    try {
-      await cluster.startNode('node-a');
-      await cluster.startNode('node-b', { zone: 'us-east-1b' });
-      const toy = await startToy(scratch, stateMib);
-      execFileSync(process.execPath, [bin, 'run', '--pid', String(toy.pid), '--id', `toy-${stateMib}`, '--node-id', 'node-a'], { env: cluster.env });
-      // Let the agent measure the task's memory before the notice (planning sizes the reservation from it).
-      await new Promise((r) => setTimeout(r, 1000));
-      await cluster.interrupt('node-a');
-      const deadline = Date.now() + 180_000;
-      for (;;) {
-        const task = await cluster.registry.getTask(`toy-${stateMib}`);
-        const m = task?.lastMigrationId ? await cluster.registry.getMigration(task.lastMigrationId) : undefined;
-        if (m?.outcome) {
-          if (m.outcome !== 'migrated') throw new Error(`migration of ${stateMib} MiB ${m.outcome}: ${m.reason}`);
-          // Transfer rate: the image's bytes over the time they were moving — CRIU's own page-write time (pages
-          // leaving `criu dump` into the page channel, paced by the wire) plus the image files' transfer. The
-          // whole `criu dump` wall time (process start, freeze, parasite, page scan: ~35 ms even with nothing to
-          // send) is reported too, as streamRatio: at 64 MiB the dump alone is already slower than raw loopback.
-          const streamMs = (m.phases['source.dump'] ?? 0) + (m.phases['source.transfer'] ?? 0);
-          const streamMBps = m.bytesSent / MiB / (streamMs / 1000);
-          const wireMs = m.phases['source.criuMemwrite'] !== undefined ? m.phases['source.criuMemwrite'] + (m.phases['source.transfer'] ?? 0) : streamMs;
-          const wireMBps = m.bytesSent / MiB / (Math.max(1, wireMs) / 1000);
-          const slowestStageMs = Math.max(dumped.value.phases.dump ?? dumped.durationMs, rawTransferMs, restoreAloneMs);
-          return {
-            stateMib,
-            imageBytes: m.bytesSent,
-            rawMBps,
-            streamMBps,
-            wireMBps,
-            transferRatio: wireMBps / rawMBps,
-            streamRatio: streamMBps / rawMBps,
-            dumpAloneMs: dumped.value.phases.dump ?? dumped.durationMs,
-            restoreAloneMs,
-            rawTransferMs,
-            slowestStageMs,
-            downtimeMs: m.downtimeMs ?? NaN,
-            downtimeRatio: (m.downtimeMs ?? NaN) / slowestStageMs,
-            phases: m.phases,
-          };
-        }
-        if (Date.now() > deadline) throw new Error(`migration of ${stateMib} MiB did not finish in 180 s`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    } finally {
-      await cluster.close();
-    }
+    // The real path, twice: two agents, a spot interruption, a streamed checkpoint, a restore on the other node —
+    // restored eagerly (every page in place before the task runs) and lazily (--lazy-restore: post-copy).
+    const eager = await migrateOnce(redisUrl, stateMib, scratch, baseDir, false);
+    const lazy = await migrateOnce(redisUrl, stateMib, scratch, baseDir, true);
+    const m = eager.migration;
+    // Transfer rate: the image's bytes over the time they were moving — CRIU's own page-write time (pages leaving
+    // `criu dump` into the page channel, paced by the wire) plus the image files' transfer. The whole `criu dump`
+    // wall time (process start, freeze, parasite, page scan: ~35 ms even with nothing to send) is reported too, as
+    // streamRatio: at 64 MiB the dump alone is already slower than raw loopback.
+    const streamMs = (m.phases['source.dump'] ?? 0) + (m.phases['source.transfer'] ?? 0);
+    const streamMBps = m.bytesSent / MiB / (streamMs / 1000);
+    const wireMs = m.phases['source.criuMemwrite'] !== undefined ? m.phases['source.criuMemwrite'] + (m.phases['source.transfer'] ?? 0) : streamMs;
+    const wireMBps = m.bytesSent / MiB / (Math.max(1, wireMs) / 1000);
+    const slowestStageMs = Math.max(dumped.value.phases.dump ?? dumped.durationMs, rawTransferMs, restoreAloneMs);
+    return {
+      stateMib,
+      imageBytes: m.bytesSent,
+      rawMBps,
+      streamMBps,
+      wireMBps,
+      transferRatio: wireMBps / rawMBps,
+      streamRatio: streamMBps / rawMBps,
+      dumpAloneMs: dumped.value.phases.dump ?? dumped.durationMs,
+      restoreAloneMs,
+      rawTransferMs,
+      slowestStageMs,
+      // The pipelined path (post-copy) is the headline; the eager restore's figures stay beside it.
+      downtimeMs: lazy.migration.downtimeMs ?? NaN,
+      downtimeRatio: (lazy.migration.downtimeMs ?? NaN) / slowestStageMs,
+      firstTokenMs: lazy.firstTokenMs,
+      memoryFillMs: lazy.migration.phases['target.memoryFill'],
+      eagerDowntimeMs: m.downtimeMs ?? NaN,
+      eagerDowntimeRatio: (m.downtimeMs ?? NaN) / slowestStageMs,
+      eagerFirstTokenMs: eager.firstTokenMs,
+      phases: m.phases,
+      lazyPhases: lazy.migration.phases,
+    };
   } finally {
     rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One migration of a fresh toy between two fresh agents (restoring lazily or not). Also watches the toy's token file:
+ * `firstTokenMs` is the freeze to the first token written after it (the task's own view of its downtime; with a lazy
+ * restore it includes the page faults of its first decode step).
+ */
+async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, baseDir: string | undefined, lazyRestore: boolean) {
+  const env = { UV_USE_IO_URING: '0', ...(lazyRestore ? { SPOTWATCH_LAZY_RESTORE: 'true' } : {}) };
+  const cluster = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: [bin] }, baseDir, env });
+  const growth: { t: number; size: number }[] = [];
+  let watching: NodeJS.Timeout | undefined;
+  try {
+    await cluster.startNode('node-a');
+    await cluster.startNode('node-b', { zone: 'us-east-1b' });
+    const toy = await startToy(scratch, stateMib);
+    const id = `toy-${stateMib}-${lazyRestore ? 'lazy' : 'eager'}`;
+    execFileSync(process.execPath, [bin, 'run', '--pid', String(toy.pid), '--id', id, '--node-id', 'node-a'], { env: cluster.env });
+    // Let the agent measure the task's memory before the notice (planning sizes the reservation from it).
+    await new Promise((r) => setTimeout(r, 1000));
+    watching = setInterval(() => {
+      const size = statSync(toy.out).size;
+      if (growth.length === 0 || growth[growth.length - 1]!.size !== size) growth.push({ t: Date.now(), size });
+    }, 2);
+    await cluster.interrupt('node-a');
+    const deadline = Date.now() + 180_000;
+    for (;;) {
+      const task = await cluster.registry.getTask(id);
+      const m = task?.lastMigrationId ? await cluster.registry.getMigration(task.lastMigrationId) : undefined;
+      if (m?.outcome) {
+        if (m.outcome !== 'migrated') throw new Error(`migration of ${stateMib} MiB ${m.outcome}: ${m.reason}`);
+        const frozenAt = m.frozenAt ?? NaN;
+        const atFreeze = [...growth].reverse().find((g) => g.t <= frozenAt)?.size ?? 0;
+        let first: { t: number } | undefined;
+        for (const until = Date.now() + 5000; !(first = growth.find((g) => g.t > frozenAt && g.size > atFreeze)) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
+        return { migration: m, firstTokenMs: first ? first.t - frozenAt : NaN };
+      }
+      if (Date.now() > deadline) throw new Error(`migration of ${stateMib} MiB did not finish in 180 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    clearInterval(watching);
+    await cluster.close();
   }
 }
 

@@ -118,6 +118,7 @@ export class Agent {
             // In order before the dump, in reverse after it: the task prepares while it can still use its GPU,
             // and resumes after the CUDA restore.
             hooks: [new TaskControlHook(), new CudaCheckpointHook({ checkpointBytesPerSec: this.deps.config.initialRates.gpu })],
+            lazyRestore: this.deps.config.lazyRestore,
           }),
         gpuInfo: nodeGpus,
         logger: this.logger,

@@ -305,6 +305,12 @@ export interface RestoreResult {
   /** Per-phase durations in ms. */
   phases: Record<string, number>;
   logPath?: string;
+  /**
+   * A lazy (post-copy) restore returns once the task runs, before all of its memory is in place. This settles when
+   * the rest has arrived (`ok`), or when filling it failed — then the engine has killed the task, which would
+   * otherwise read zeros, and the image is still whole. The image must stay until it settles. Absent: eager.
+   */
+  memorySettled?: Promise<{ ok: true; ms: number } | { ok: false; ms: number; message: string }>;
 }
 
 /** Context handed to hooks. */
@@ -328,6 +334,11 @@ export interface HookContext {
  */
 export interface EngineHook {
   readonly name: string;
+  /**
+   * The hook needs the task's whole memory in place when its `afterRestore` runs (the CUDA restore copies host
+   * memory to the device): an engine that can restore lazily (post-copy) restores eagerly the tasks it applied to.
+   */
+  readonly eagerRestore?: boolean;
   /** Whether this hook applies to the task (e.g. the process holds a CUDA context). Default: always. */
   appliesTo?(task: TaskRef, pids: number[]): Promise<boolean>;
   /** Extra bytes (e.g. device memory) this hook adds to the image. */

@@ -534,20 +534,29 @@ export class NodeRuntime {
     const staged = stagedDirectoryFor(this.o.config.imageDir, migration.id);
     const hasStaged = existsSync(staged);
     const result = await this.o.engine.restore({ migrationId: migration.id, source: { kind: 'directory', path: directory }, deadline, ...(hasStaged ? { stagedDirectory: staged } : {}) });
+    // The task runs from here on (with a lazy restore its memory is still arriving: downtime ends now all the same).
+    const restoredAt = Date.now();
     await noted?.catch(() => undefined);
+    let fillFailed: string | undefined;
+    let fillMs: number | undefined;
+    if (result.status === 'ok' && result.value.memorySettled) {
+      const settled = await result.value.memorySettled;
+      fillMs = settled.ms;
+      if (!settled.ok) fillFailed = settled.message;
+    }
     const task = await this.registry.getTask(migration.taskId);
-    if (result.status !== 'ok' || result.value.task.kind !== 'process') {
-      const why = result.status === 'ok' ? 'restored something that is not a process' : `${result.code}: ${result.message}`;
+    if (result.status !== 'ok' || result.value.task.kind !== 'process' || fillFailed) {
+      const code = result.status === 'ok' ? (fillFailed ? 'RESTORE_FAILED' : 'INTERNAL') : result.code;
+      const why = result.status === 'ok' ? (fillFailed ? `RESTORE_FAILED: ${fillFailed}` : 'restored something that is not a process') : `${result.code}: ${result.message}`;
       this.logger.warn({ migrationId: migration.id, err: why, log: result.status === 'ok' ? undefined : result.logPath }, 'restore failed; the image is whole, so it goes to another target');
       await this.registry.release(this.o.nodeId, migration.reservationId);
-      this.o.metrics.migrationsTotal.inc({ outcome: 'restore-failed', reason: result.status === 'ok' ? 'INTERNAL' : result.code });
+      this.o.metrics.migrationsTotal.inc({ outcome: 'restore-failed', reason: code });
       const reason = `restore on ${this.o.nodeId} failed: ${why}`;
       if (task && (await this.forward(migration, task, directory, reason))) return;
       await this.finish(migration, 'failed', `${reason}; no other target could take the image (kept in ${directory})`, { phase: 'failed' });
       if (task) await this.registry.updateTask(task.id, { state: 'failed' });
       return;
     }
-    const restoredAt = Date.now();
     const newPid = result.value.task.pid;
     if (task) await this.registry.updateTask(task.id, { nodeId: this.o.nodeId, pid: newPid, state: 'running', migrations: task.migrations + 1, lastMigrationId: migration.id });
     await this.registry.release(this.o.nodeId, migration.reservationId);
@@ -567,10 +576,11 @@ export class NodeRuntime {
       restoredAt,
       newPid,
       downtimeMs,
-      phases: prefixed('target', result.value.phases),
+      phases: prefixed('target', { ...result.value.phases, ...(fillMs !== undefined ? { memoryFill: fillMs } : {}) }),
     });
     if (downtimeMs !== undefined) this.o.metrics.taskDowntimeSeconds.observe(downtimeMs / 1000);
     for (const [phase, ms] of Object.entries(result.value.phases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `target.${phase}` }, ms / 1000);
+    if (fillMs !== undefined) this.o.metrics.migrationPhaseSeconds.observe({ phase: 'target.memoryFill' }, fillMs / 1000);
     pruneImage(directory);
     // The task read its staged files back in its resume, which is part of the restore.
     if (hasStaged) rmSync(staged, { recursive: true, force: true });

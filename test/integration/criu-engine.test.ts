@@ -4,7 +4,7 @@
  * prefill once. No mocks. CRIU needs root; get it with `scripts/install-criu.sh`. Without CRIU these tests
  * are skipped locally but FAIL under CI (`CI` set).
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
@@ -265,6 +265,49 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     console.log(
       `criu 64 MiB toy, directory: image ${(ck.imageBytes / 1048576).toFixed(1)} MiB, checkpoint ${JSON.stringify(ck.phases)}, restore ${JSON.stringify(rs.phases)}`,
     );
+    await expectRestoredRunMatches(toy);
+  });
+
+  it('a lazy (post-copy) restore runs the task before its memory is in place, fills it, and the stream is unchanged', async () => {
+    const toy = await decodingToy({ stateMib: 128, tokens: 200, intervalMs: 10, decoded: 15 });
+    const images = join(toy.dir, 'images');
+    expectOk(await engine.checkpoint(toDirectory(toy.pid, 'm-lazy', images, 30_000)));
+    const lazy = new CriuEngine({ lazyRestore: true });
+    const rs = await restoreFrom(lazy, 'm-lazy', images, 30_000);
+    expect(rs.memorySettled).toBeDefined();
+    const settled = await rs.memorySettled!;
+    expect(settled).toMatchObject({ ok: true });
+    console.log(`criu 128 MiB toy, lazy restore: ${JSON.stringify(rs.phases)}, memory in place after ${settled.ms} ms`);
+    expect(readdirSync(images)).toEqual(expect.arrayContaining(['lazy-pages.log']));
+    await expectRestoredRunMatches(toy);
+  });
+
+  it('a lazy restore whose page daemon dies kills the task (it would read zeros) and leaves the image whole', async () => {
+    const toy = await decodingToy({ stateMib: 256, tokens: 400, intervalMs: 10, decoded: 10 });
+    const images = join(toy.dir, 'images');
+    expectOk(await engine.checkpoint(toDirectory(toy.pid, 'm-lazy-die', images, 30_000)));
+    const lazy = new CriuEngine({ lazyRestore: true });
+    const rs = await restoreFrom(lazy, 'm-lazy-die', images, 30_000);
+    // The daemon serves the pages from this image directory: take it down before it has pushed them all.
+    execFileSync('pkill', ['-KILL', '-f', `lazy-pages -D ${images}`]);
+    const settled = await rs.memorySettled!;
+    expect(settled.ok).toBe(false);
+    expect(settled.ok ? '' : settled.message).toMatch(/criu lazy-pages .* before every page was in place; the restored task was killed, the image is whole/);
+    const pid = rs.task.kind === 'process' ? rs.task.pid : 0;
+    expect(await taskState(pid)).toBe('gone');
+    // Whole indeed: an eager restore of the same image continues the stream exactly.
+    await restoreFrom(engine, 'm-lazy-die', images, 30_000);
+    await expectRestoredRunMatches(toy);
+  });
+
+  it('restores eagerly, even when asked for lazy, a task a hook needs whole (the CUDA restore)', async () => {
+    const toy = await decodingToy({ stateMib: 16, tokens: 150, intervalMs: 10, decoded: 5 });
+    const images = join(toy.dir, 'images');
+    const gpuLike: EngineHook = { name: 'cuda', eagerRestore: true, appliesTo: async () => true, beforeCheckpoint: async () => {}, afterRestore: async () => {} };
+    expectOk(await new CriuEngine({ hooks: [gpuLike] }).checkpoint(toDirectory(toy.pid, 'm-eager', images, 30_000)));
+    const rs = await restoreFrom(new CriuEngine({ hooks: [gpuLike], lazyRestore: true }), 'm-eager', images, 30_000);
+    expect(rs.memorySettled).toBeUndefined();
+    expect(readdirSync(images)).not.toContain('lazy-pages.log');
     await expectRestoredRunMatches(toy);
   });
 

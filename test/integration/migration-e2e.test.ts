@@ -114,6 +114,26 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(status.stdout).toMatch(/toy-1 .*node-a → node-b .*migrated/);
   });
 
+  it('a target with --lazy-restore runs the task before its memory is in place (post-copy): same tokens, the fill recorded', async () => {
+    c = await cluster();
+    await c.startNode('node-a');
+    await c.startNode('node-b', { zone: 'us-east-1b', extraArgs: ['--lazy-restore', 'true'] });
+    const toy = await c.runToy('node-a', { id: 'toy-lazy', stateMib: 128, tokens: 250, intervalMs: 20 });
+    await c.interrupt('node-a');
+    const migration = await waitFor('the migration to be reported', 60_000, async () => {
+      const m = await migrationOf(c!.registry, 'toy-lazy');
+      return m?.outcome ? m : undefined;
+    });
+    expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
+    expect(migration.phases['target.lazyPagesStart']).toBeGreaterThan(0);
+    expect(migration.phases['target.memoryFill']).toBeGreaterThan(0);
+    // The task ran again before its memory was all there: downtime ends at the restore, not after the fill.
+    expect(migration.downtimeMs!).toBeLessThan(migration.finishedAt! - migration.frozenAt!);
+    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
+    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+  });
+
   it('a task that cooperates releases its weights before the checkpoint and rebuilds them after the restore: fewer bytes, same tokens', async () => {
     c = await cluster();
     await c.startNode('node-a');

@@ -81,6 +81,8 @@ export interface RestoreArgs extends CriuTaskOptions {
   logLevel: number;
   /** Absolute path CRIU writes the restored root's pid to. */
   pidFile: string;
+  /** Post-copy: the task runs before its memory is in place; a `criu lazy-pages` daemon fills it (buildLazyPagesArgs). */
+  lazyPages?: boolean;
   extraArgs?: readonly string[];
 }
 
@@ -89,9 +91,19 @@ export function buildRestoreArgs(o: RestoreArgs): string[] {
   if (!o.pidFile.startsWith('/')) throw new RangeError(`pid file must be an absolute path, got ${o.pidFile}`);
   const a = ['restore', '-D', o.imagesDir, '-o', o.logFile, `-v${checkLevel(o.logLevel)}`, '--restore-detached'];
   a.push('--pidfile', o.pidFile);
+  if (o.lazyPages) a.push('--lazy-pages');
   a.push(...taskFlags(o));
   if (o.extraArgs) a.push(...o.extraArgs);
   return a;
+}
+
+/**
+ * `criu lazy-pages`: the daemon a `criu restore --lazy-pages` hands the restored memory's userfaultfd to. It serves
+ * page faults from the image in `imagesDir` and pushes the remaining pages in the background; it exits (0) once every
+ * page is in place. Start it before the restore: the restore connects to its socket in the images directory.
+ */
+export function buildLazyPagesArgs(o: { imagesDir: string; logFile: string; logLevel: number }): string[] {
+  return ['lazy-pages', '-D', o.imagesDir, '-o', o.logFile, `-v${checkLevel(o.logLevel)}`];
 }
 
 export interface PageServerArgs {

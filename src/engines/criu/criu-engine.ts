@@ -51,13 +51,14 @@ import type { TaskControl,
 import { engineFailure, engineOk } from '../checkpoint-engine.js';
 import { locateCriu } from './criu-binary.js';
 import type { CriuBinary } from './criu-binary.js';
-import { buildDumpArgs, buildPageServerArgs, buildRestoreArgs } from './criu-command.js';
+import { buildDumpArgs, buildLazyPagesArgs, buildPageServerArgs, buildRestoreArgs } from './criu-command.js';
 import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
 import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
 import { startCriu } from './criu-process.js';
+import { existsSync } from 'node:fs';
 import { locatePagePump, pagePumpMode, startNativePagePump } from './native-page-pump.js';
-import type { CriuExit } from './criu-process.js';
+import type { CriuExit, CriuRun } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
 import { PAGE_CHANNEL_WAIT_MS, isPlainSocket, takePageChannel } from './page-channel.js';
 import type { StreamFile } from './image-stream.js';
@@ -108,8 +109,22 @@ export interface CriuEngineOptions {
    * plain TCP (page-channel.ts); otherwise, or when false, the agents relay them. Default true.
    */
   directPages?: boolean;
+  /**
+   * Post-copy restore: the task runs again as soon as CRIU has rebuilt it, and its memory follows from the received
+   * image (`criu lazy-pages`: faults served at once, the rest pushed in the background), so downtime ends a stage
+   * sooner. Tasks whose hooks need all memory at once (the CUDA restore: {@link EngineHook.eagerRestore}) are still
+   * restored eagerly. Default false.
+   */
+  lazyRestore?: boolean;
   /** How long to wait for a stopped task's pids (or a restore target's pids) to be released. Default 2000 ms. */
   releaseTimeoutMs?: number;
+}
+
+/** A running `criu lazy-pages` (post-copy restore). */
+interface LazyPagesDaemon {
+  run: CriuRun;
+  logPath: string;
+  startedAt: number;
 }
 
 /** What the engine records next to the image, so the restore uses the options the dump used. */
@@ -130,6 +145,8 @@ export interface CriuImageManifest {
   /** Page bytes sent through the page server (stream) or written (directory). */
   pageBytes: number;
   streamed: boolean;
+  /** Names of the hooks that applied to the task at the checkpoint (e.g. `cuda`). */
+  hooks?: string[];
 }
 
 /** Below this much time left, no call starts at all. */
@@ -649,6 +666,7 @@ export class CriuEngine implements CheckpointEngine {
       };
       if (task.id !== undefined) manifest.taskId = task.id;
       if (task.control !== undefined) manifest.taskControl = task.control;
+      if (hooks.length) manifest.hooks = hooks.map((h) => h.name);
       await writeFile(join(imagesDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 
       let imageBytes: number;
@@ -874,31 +892,50 @@ export class CriuEngine implements CheckpointEngine {
     // The tree gets its old pids back: they must be free here. A zombie about to be reaped gets a moment; a
     // process that is still exiting (on one machine: the source itself, tearing down gigabytes of memory) gets
     // as long as the deadline allows. A live, unrelated process is a conflict at once.
+    // Post-copy where asked for and no hook that applied at the checkpoint needs the whole memory at once. Its page
+    // daemon starts now, beside the wait for the pids below (it needs the images, not the pids).
+    const eager = new Set(this.hooks.filter((h) => h.eagerRestore).map((h) => h.name));
+    const lazy = this.opts.lazyRestore === true && !(manifest?.hooks ?? []).some((name) => eager.has(name));
+    const logName = await freeLogName(dir, 'restore');
+    const lazyStart = Date.now();
+    const lazyStarting = lazy ? this.startLazyPages(criu.path, dir, logName.replace(/^restore/, 'lazy-pages'), req.deadline) : undefined;
+    const stopLazy = async (): Promise<void> => {
+      const d = await lazyStarting;
+      if (d && !('error' in d)) d.run.kill('abort');
+    };
+    let waitedForPidsMs: number | undefined;
     if (manifest && manifest.pids.some((p) => pidExists(p))) {
+      const waitStarted = Date.now();
       await waitGone(manifest.pids, Math.min(this.releaseTimeoutMs, Math.max(0, req.deadline - Date.now() - needMs)));
       const dying = async () => (await Promise.all(manifest.pids.filter((p) => pidExists(p)).map(readProcStat))).every((st) => st === undefined || isDying(st));
       while (manifest.pids.some((p) => pidExists(p)) && Date.now() < req.deadline - needMs && (await dying())) await waitGone(manifest.pids, 100);
+      waitedForPidsMs = Date.now() - waitStarted;
       const busy = manifest.pids.filter((p) => pidExists(p));
       if (busy.length) {
+        await stopLazy();
         return engineFailure('retryable', 'RESTORE_CONFLICT', `pid ${busy.join(', ')} of the image is in use on this node; restore elsewhere or once it is free`, started);
       }
     }
 
     const guard = new CallGuard(req.deadline, req.signal);
-    const phases: Record<string, number> = {};
-    const logName = await freeLogName(dir, 'restore');
+    // Time spent waiting for the image's pids to be released here (on one machine: the source task exiting).
+    const phases: Record<string, number> = waitedForPidsMs !== undefined ? { waitPids: waitedForPidsMs } : {};
     const logPath = join(dir, logName);
     const pidFile = join(dir, logName.replace(/\.log$/, '.pid'));
     const identity = { ...(manifest?.taskId !== undefined ? { id: manifest.taskId } : {}), ...(manifest?.taskControl ? { control: manifest.taskControl } : {}) };
     const task: TaskRef = { kind: 'process', pid: 0, ...identity };
     const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids: [], ...(req.stagedDirectory ? { stagedDirectory: req.stagedDirectory } : {}) };
+    let lazyDaemon: LazyPagesDaemon | undefined;
     try {
       const hooks = this.hooks;
       if (hooks.length) {
         const t = Date.now();
         const r = await this.runHooks('beforeRestore', hooks, { ...hookCtx, directory: dir });
         phases.hooks = Date.now() - t;
-        if (r.error) return engineFailure('retryable', 'HOOK_FAILED', `hook ${r.error.hook} failed before the restore: ${describe(r.error.err)}`, started, { cause: r.error.err });
+        if (r.error) {
+          await stopLazy();
+          return engineFailure('retryable', 'HOOK_FAILED', `hook ${r.error.hook} failed before the restore: ${describe(r.error.err)}`, started, { cause: r.error.err });
+        }
       }
       await rm(pidFile, { force: true });
       const args = buildRestoreArgs({
@@ -907,13 +944,23 @@ export class CriuEngine implements CheckpointEngine {
         logFile: logName,
         logLevel: this.logLevel,
         pidFile,
+        lazyPages: lazy,
         ...(this.opts.extraRestoreArgs ? { extraArgs: this.opts.extraRestoreArgs } : {}),
       });
       const t = Date.now();
       progress({ phase: 'restore', bytes: 0, estimatedBytes: bytes });
+      if (lazyStarting) {
+        const daemon = await lazyStarting;
+        phases.lazyPagesStart = Date.now() - lazyStart;
+        if ('error' in daemon) return engineFailure('retryable', 'RESTORE_FAILED', daemon.error, started, { logPath: daemon.logPath });
+        lazyDaemon = daemon;
+      }
       const exit = await startCriu(criu.path, args, { deadline: req.deadline, signal: guard.signal }).done;
       phases.restore = Date.now() - t;
-      if (exit.code !== 0) return await this.criuFailure('restore', exit, guard, logPath, started);
+      if (exit.code !== 0) {
+        lazyDaemon?.run.kill('abort');
+        return await this.criuFailure('restore', exit, guard, logPath, started);
+      }
 
       const pid = Number((await readText(pidFile)).trim());
       if (!Number.isInteger(pid) || pid <= 0) {
@@ -932,6 +979,7 @@ export class CriuEngine implements CheckpointEngine {
         phases.criuRestore = Math.round(stats.restoreTimeUs / 1000);
       }
       const restored: TaskRef = { kind: 'process', pid, ...identity };
+      const memorySettled = lazyDaemon ? this.settleLazyPages(lazyDaemon, pid) : undefined;
       if (hooks.length) {
         const th = Date.now();
         const ctx: HookContext = { ...hookCtx, task: restored, pids: await processTree(pid) };
@@ -947,6 +995,8 @@ export class CriuEngine implements CheckpointEngine {
             const tree = await processTree(pid);
             signalAll(tree, 'SIGKILL');
             await waitDead(tree, this.releaseTimeoutMs);
+            lazyDaemon?.run.kill('abort');
+            await memorySettled;
             return engineFailure('retryable', 'HOOK_FAILED', `task restored as ${pid}, but hook ${h.name} failed after the restore: ${describe(err)}; the restored tree was killed, the image is whole`, started, {
               logPath,
               cause: err,
@@ -956,13 +1006,49 @@ export class CriuEngine implements CheckpointEngine {
         }
         phases.hooksAfter = Date.now() - th;
       }
-      return engineOk({ task: restored, phases, logPath }, started);
+      return engineOk({ task: restored, phases, logPath, ...(memorySettled ? { memorySettled } : {}) }, started);
     } catch (err) {
+      await stopLazy();
       if (err instanceof Aborted) return abortedFailure(err.reason, 'restore', started, { logPath });
       return engineFailure('fatal', 'INTERNAL', `restore failed unexpectedly: ${describe(err)}`, started, { logPath, cause: err });
     } finally {
       guard.dispose();
     }
+  }
+
+  /**
+   * Starts `criu lazy-pages` for a post-copy restore and waits for its socket (the restore connects to it). Its own
+   * deadline is the restore's: a fill still running then is killed, and so is the task (settleLazyPages).
+   */
+  private async startLazyPages(binary: string, dir: string, logName: string, deadline: number): Promise<LazyPagesDaemon | { error: string; logPath: string }> {
+    const logPath = join(dir, logName);
+    const socket = join(dir, 'lazy-pages.socket');
+    await rm(socket, { force: true });
+    const run = startCriu(binary, buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel }), { deadline });
+    let exited: CriuExit | undefined;
+    void run.done.then((e) => (exited = e));
+    const until = Date.now() + 5_000;
+    while (!existsSync(socket)) {
+      if (exited || Date.now() > until) {
+        run.kill('abort');
+        return { error: `criu lazy-pages did not start (${exited ? `exit ${exited.code}` : 'no socket after 5 s'}); see ${logPath}`, logPath };
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return { run, logPath, startedAt: Date.now() };
+  }
+
+  /** Resolves when the lazy-pages daemon has put every page in place; if it fails instead, the task is killed. */
+  private async settleLazyPages(daemon: LazyPagesDaemon, pid: number): Promise<{ ok: true; ms: number } | { ok: false; ms: number; message: string }> {
+    const exit = await daemon.run.done;
+    const ms = Date.now() - daemon.startedAt;
+    if (exit.code === 0 && !exit.killedFor) return { ok: true, ms };
+    // Pages that never arrive would read as zeros once the daemon's userfaultfd is gone: the task must not go on.
+    const tree = pidExists(pid) ? await processTree(pid) : [];
+    signalAll(tree, 'SIGKILL');
+    await waitDead(tree, this.releaseTimeoutMs);
+    const why = exit.killedFor ? `was stopped (${exit.killedFor})` : `exited ${exit.code ?? exit.signal ?? '?'}`;
+    return { ok: false, ms, message: `criu lazy-pages ${why} before every page was in place; the restored task was killed, the image is whole (see ${daemon.logPath})` };
   }
 
   private async criuFailure(action: CriuAction, exit: CriuExit, guard: CallGuard, logPath: string, started: number): Promise<EngineFailure> {

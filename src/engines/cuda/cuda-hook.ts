@@ -136,6 +136,8 @@ interface Run {
 
 export class CudaCheckpointHook implements EngineHook {
   readonly name = 'cuda';
+  /** The CUDA restore copies the process's host memory back to the device at once: no lazy restore for it. */
+  readonly eagerRestore = true;
   private readonly lockTimeoutMs: number;
   private readonly ckptRate: number;
   private readonly hardLimitMs: number;
