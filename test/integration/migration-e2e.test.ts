@@ -74,6 +74,19 @@ async function migrationOf(registry: Registry, taskId: string): Promise<Migratio
   return task?.lastMigrationId ? registry.getMigration(task.lastMigrationId) : undefined;
 }
 
+/** The task's last migration, once it has an outcome. */
+function migrationReported(c: Cluster, taskId: string, timeoutMs = 60_000): Promise<MigrationRecord> {
+  return waitFor('the migration to be reported', timeoutMs, async () => {
+    const m = await migrationOf(c.registry, taskId);
+    return m?.outcome ? m : undefined;
+  });
+}
+
+/** The (restored) toy has written its last token. */
+function toyFinished(out: string, timeoutMs = 30_000): Promise<true> {
+  return waitFor('the restored task to finish', timeoutMs, () => (readFileSync(out, 'utf8').includes('# done') ? true : undefined));
+}
+
 describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeout: 90_000 }, () => {
   let c: Cluster | undefined;
   afterEach(async () => {
@@ -91,15 +104,12 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
       const t = await c!.registry.getTask('toy-1');
       return t?.nodeId === 'node-b' && t.state === 'running' ? t : undefined;
     });
-    const migration = await waitFor('the migration to be reported', 5000, async () => {
-      const m = await migrationOf(c!.registry, 'toy-1');
-      return m?.outcome ? m : undefined;
-    });
+    const migration = await migrationReported(c, 'toy-1', 5000);
     expect(migration).toMatchObject({ outcome: 'migrated', sourceNodeId: 'node-a', targetNodeId: 'node-b', phase: 'done' });
     expect(migration.downtimeMs).toBeGreaterThan(0);
     expect(migration.marginMs).toBeGreaterThan(100_000);
     expect((await c.registry.getNode('node-a'))?.draining).toBe(true);
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     const text = readFileSync(toy.out, 'utf8');
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
     expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
@@ -120,16 +130,13 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     await c.startNode('node-b', { zone: 'us-east-1b', extraArgs: ['--lazy-restore', 'true'] });
     const toy = await c.runToy('node-a', { id: 'toy-lazy', stateMib: 128, tokens: 250, intervalMs: 20 });
     await c.interrupt('node-a');
-    const migration = await waitFor('the migration to be reported', 60_000, async () => {
-      const m = await migrationOf(c!.registry, 'toy-lazy');
-      return m?.outcome ? m : undefined;
-    });
+    const migration = await migrationReported(c, 'toy-lazy');
     expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
     expect(migration.phases['target.lazyPagesStart']).toBeGreaterThan(0);
     expect(migration.phases['target.memoryFill']).toBeGreaterThan(0);
     // The task ran again before its memory was all there: downtime ends at the restore, not after the fill.
     expect(migration.downtimeMs!).toBeLessThan(migration.finishedAt! - migration.frozenAt!);
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
     expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
   });
@@ -150,15 +157,12 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     });
     expect((await c.registry.getTask('toy-coop'))?.control).toEqual({ prepareUrl: `${base}/prepare`, resumeUrl: `${base}/resume`, releasableBytes: 128 * 1024 * 1024 });
     await c.interrupt('node-a');
-    const migration = await waitFor('the migration to be reported', 60_000, async () => {
-      const m = await migrationOf(c!.registry, 'toy-coop');
-      return m?.outcome ? m : undefined;
-    });
+    const migration = await migrationReported(c, 'toy-coop');
     expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
     // 16 MiB of cache plus the runtime moved; the 128 MiB of weights did not — and the plan knew it.
     expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
     expect(migration.estimatedBytes).toBeLessThan(128 * 1024 * 1024);
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     const text = readFileSync(toy.out, 'utf8');
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
     expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
@@ -185,16 +189,13 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     });
     expect((await c.registry.getTask('toy-stage'))?.control).toMatchObject({ stageUrl: `${base}/stage`, stagedBytes: 128 * 1024 * 1024 });
     await c.interrupt('node-a');
-    const migration = await waitFor('the migration to be reported', 60_000, async () => {
-      const m = await migrationOf(c!.registry, 'toy-stage');
-      return m?.outcome ? m : undefined;
-    });
+    const migration = await migrationReported(c, 'toy-stage');
     expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b', stagedBytes: 128 * 1024 * 1024 });
     // The 128 MiB cache went ahead of the freeze; the checkpoint carried the runtime and the journal of later writes.
     expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
     expect(migration.phases['source.stage']).toBeGreaterThanOrEqual(0);
     expect(migration.phases['source.stageSend']).toBeGreaterThan(0);
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     const text = readFileSync(toy.out, 'utf8');
     // Tokens sample the whole cache: a staged copy or a journal replay that was off by one write would show.
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
@@ -227,15 +228,12 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
       runArgs: ['--prepare-url', `${base}/prepare`, '--resume-url', `${base}/resume`, '--stage-url', `${base}/stage-everything`],
     });
     await c.interrupt('node-a');
-    const migration = await waitFor('the migration to be reported', 60_000, async () => {
-      const m = await migrationOf(c!.registry, 'toy-stage-404');
-      return m?.outcome ? m : undefined;
-    });
+    const migration = await migrationReported(c, 'toy-stage-404');
     expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b' });
     expect(migration.stagedBytes).toBeUndefined();
     expect(migration.bytesSent).toBeGreaterThan(32 * 1024 * 1024);
     expect(c.nodes.get('node-a')!.log()).toMatch(/staging failed; the checkpoint moves everything/);
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 200));
     expect(readFileSync(toy.out, 'utf8')).toMatch(/^# resume at token \d+ pid=\d+ rebuilt-ms=\d+ staged=0$/m);
   });
@@ -279,7 +277,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(restored.code, restored.stderr).toBe(0);
     expect(JSON.parse(restored.stdout)).toMatchObject({ task: 'toy-saved', nodeId: 'node-z' });
     expect(await c.registry.getTask('toy-saved')).toMatchObject({ nodeId: 'node-z', state: 'running', migrations: 1 });
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     expect(stoppedAt).toBeLessThan(300);
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 300));
     expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
@@ -311,7 +309,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(migration.reason).toMatch(/^restored on node-c as pid \d+ \(after: restore on node-b failed: RESTORE_CONFLICT/);
     expect((await c.registry.getTask('toy-fwd'))?.nodeId).toBe('node-c');
     expect(c.nodes.get('node-b')!.log()).toMatch(/image forwarded to another target/);
-    await waitFor('the restored task to finish', 30_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out);
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 300));
     expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
   });
@@ -335,14 +333,11 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
       const m = await migrationOf(c!.registry, 'toy-3');
       throw new Error(`${err.message}\n${JSON.stringify(m)}\n${c!.nodes.get('node-a')!.log().slice(-4000)}`);
     });
-    const migration = await waitFor('the migration to be reported', 5000, async () => {
-      const m = await migrationOf(c!.registry, 'toy-3');
-      return m?.outcome ? m : undefined;
-    });
+    const migration = await migrationReported(c, 'toy-3', 5000);
     expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-c' });
     expect(migration.targetsTried).toEqual(['node-b', 'node-c']);
     expect(task.migrations).toBe(1);
-    await waitFor('the restored task to finish', 40_000, () => (readFileSync(toy.out, 'utf8').includes('# done') ? true : undefined));
+    await toyFinished(toy.out, 40_000);
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 400));
     expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
   });
