@@ -98,7 +98,8 @@ export function renderStatus(nodes: (NodeState & { reserved: number })[], tasks:
         secs(m.downtimeMs),
         secs(m.finishedAt !== undefined ? m.finishedAt - m.plannedAt : undefined),
         secs(m.marginMs),
-        size(m.bytesSent),
+        // What the task staged went before the freeze: shown beside the checkpoint's own bytes.
+        m.stagedBytes ? `${size(m.bytesSent)} +${size(m.stagedBytes)} staged` : size(m.bytesSent),
         (m.reason ?? '').slice(0, 60),
       ]),
     ),

@@ -276,6 +276,7 @@ export class NodeRuntime {
           bytesSent: value.imageBytes,
           phases: prefixed('source', { ...stagePhases, ...value.phases }),
           ...(stagedBytes ? { stagedBytes } : {}),
+          ...(value.dataPath ? { dataPath: value.dataPath } : {}),
         });
         this.o.metrics.bytesMovedTotal.inc(value.imageBytes + stagedBytes);
         for (const [phase, ms] of Object.entries(stagePhases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `source.${phase}` }, ms / 1000);

@@ -106,6 +106,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     });
     const migration = await migrationReported(c, 'toy-1', 5000);
     expect(migration).toMatchObject({ outcome: 'migrated', sourceNodeId: 'node-a', targetNodeId: 'node-b', phase: 'done' });
+    expect(migration.dataPath).toMatch(/^(relay|direct channel)/); // streamed, not through a directory
     expect(migration.downtimeMs).toBeGreaterThan(0);
     expect(migration.marginMs).toBeGreaterThan(100_000);
     expect((await c.registry.getNode('node-a'))?.draining).toBe(true);
