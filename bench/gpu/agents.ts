@@ -23,31 +23,8 @@ import type { MigrationRecord, TaskRecord } from '../../src/registry/types.js';
 
 import { need, parseArgs, sleep, type Args } from './cli-args.js';
 import { readJson, type Json } from './json-file.js';
+import { readTokens, type TokenLine } from './token-file.js';
 
-interface TokenLine {
-  i: number;
-  /** The token's identity: every field but the index and the wall clock (decoder: token + logit; toy: token). */
-  key: string;
-  /** Wall clock in ms (decoder lines only). */
-  ts: number | undefined;
-}
-
-async function readTokens(path: string): Promise<TokenLine[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return [];
-  }
-  const out: TokenLine[] = [];
-  for (const line of text.split('\n')) {
-    if (!/^\d+ /.test(line)) continue;
-    const f = line.trim().split(' ');
-    // decoder: "index token logit wallclock"; toy LLM: "index token"
-    out.push({ i: Number(f[0]), key: f.length >= 4 ? `${f[1]} ${f[2]}` : f.slice(1).join(' '), ts: f.length >= 4 ? Number(f[3]) * 1000 : undefined });
-  }
-  return out;
-}
 
 async function logTail(path: string, n = 20): Promise<string> {
   try {

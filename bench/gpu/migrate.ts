@@ -31,29 +31,8 @@ import { gpuMemoryByPid } from '../../src/engines/cuda/gpu-detect.js';
 
 import { need, parseArgs, sleep, type Args } from './cli-args.js';
 import { readJson, type Json } from './json-file.js';
+import { readTokens, type TokenLine } from './token-file.js';
 
-interface TokenLine {
-  i: number;
-  tok: string;
-  val: string;
-  ts: number;
-}
-
-async function readTokens(path: string): Promise<TokenLine[]> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    return [];
-  }
-  const out: TokenLine[] = [];
-  for (const line of text.split('\n')) {
-    const f = line.trim().split(' ');
-    if (f.length < 4) continue;
-    out.push({ i: Number(f[0]), tok: f[1] as string, val: f[2] as string, ts: Number(f[3]) * 1000 });
-  }
-  return out;
-}
 
 async function dirBytes(dir: string): Promise<{ bytes: number; files: number }> {
   let bytes = 0;
@@ -240,11 +219,11 @@ async function migrate(a: Args): Promise<void> {
   // Without a GPU (CPU-only dry runs) the freeze is CRIU's own.
   const tLocked = gpuBytes === 0 && typeof result.frozenAtCriu === 'number' ? result.frozenAtCriu : tFreeze + (phases.cudaCheckpoint ?? 0) * 1000;
   let firstNew: TokenLine | undefined;
-  while (!(firstNew = (await readTokens(tokensPath)).find((t) => t.ts > tLocked))) {
+  while (!(firstNew = (await readTokens(tokensPath)).find((t) => (t.ts ?? 0) > tLocked))) {
     if (Date.now() > deadlineAll) return finish(false, 'no token after the restore');
     await sleep(1);
   }
-  const tFirst = firstNew.ts;
+  const tFirst = firstNew.ts ?? NaN;
   result.tokensBeforeFreeze = firstNew.i;
   phases.firstToken = Math.max(0, tFirst - tCudaRestore) / 1000;
   result.phasesSeconds = phases;
@@ -276,16 +255,16 @@ async function migrate(a: Args): Promise<void> {
   const got = await readTokens(tokensPath);
   const ref = await readTokens(need(a, 'reference-tokens'));
   const contiguous = got.every((t, i) => t.i === i);
-  const same = got.length === ref.length && got.every((t, i) => t.tok === ref[i]?.tok && t.val === ref[i]?.val);
+  const same = got.length === ref.length && got.every((t, i) => t.key === ref[i]?.key);
   result.tokens = got.length;
   result.referenceTokens = ref.length;
   result.tokensContiguous = contiguous;
   result.tokensMatch = contiguous && same;
   if (!same) {
-    const k = got.findIndex((t, i) => t.tok !== ref[i]?.tok || t.val !== ref[i]?.val);
+    const k = got.findIndex((t, i) => t.key !== ref[i]?.key);
     result.firstMismatch = { index: k, got: got[k], ref: ref[k] };
   }
-  result.maxTokenGapSeconds = got.slice(1).reduce((m, t, i) => Math.max(m, (t.ts - (got[i] as TokenLine).ts) / 1000), 0);
+  result.maxTokenGapSeconds = got.slice(1).reduce((m, t, i) => Math.max(m, ((t.ts ?? NaN) - ((got[i] as TokenLine).ts ?? NaN)) / 1000), 0);
   await finish(true);
 }
 
