@@ -35,6 +35,8 @@ const DEADLINE_RESERVE_MS = 1000;
 const STAGE_SHARE = 0.5;
 /** Staged files older than this that no migration picked up are removed when an agent starts. */
 const STALE_STAGE_MS = 60 * 60_000;
+/** Received staged files go this long after their migration's deadline, used or not (a restore runs until +5 min). */
+const STAGED_KEPT_AFTER_DEADLINE_MS = 10 * 60_000;
 
 export interface NodeRuntimeOptions {
   config: Config;
@@ -468,6 +470,10 @@ export class NodeRuntime {
       rmSync(directory, { recursive: true, force: true });
       renameSync(incoming, directory);
       this.logger.info({ migrationId: header.migrationId, from: remote, bytes, files: header.files.length }, 'staged files received');
+      // A checkpoint that then went to another target (or failed) never restores here: drop the files once every
+      // restore of this migration is over (restores run until the deadline + 5 min).
+      const deadline = (await this.registry.getMigration(header.migrationId).catch(() => undefined))?.deadline ?? Date.now();
+      setTimeout(() => rmSync(directory, { recursive: true, force: true }), Math.max(0, deadline - Date.now()) + STAGED_KEPT_AFTER_DEADLINE_MS).unref();
     } catch (err) {
       this.logger.warn({ remote, err: describeError(err) }, 'receiving staged files failed');
       conn.end(`ERR ${describeError(err).replace(/\n/g, ' ')}\n`);
