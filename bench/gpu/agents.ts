@@ -23,7 +23,7 @@ import type { MigrationRecord, TaskRecord } from '../../src/registry/types.js';
 
 import { need, parseArgs, sleep, type Args } from './cli-args.js';
 import { readJson, type Json } from './json-file.js';
-import { readTokens, type TokenLine } from './token-file.js';
+import { compareTokens, readTokens, type TokenLine } from './token-file.js';
 
 
 async function logTail(path: string, n = 20): Promise<string> {
@@ -184,16 +184,7 @@ async function migrate(a: Args): Promise<void> {
     while (timings && !existsSync(timings) && Date.now() < deadlineAll) await sleep(100);
     got = await readTokens(tokensPath);
     if (timings && existsSync(timings)) result.decoderTimings = JSON.parse(await readFile(timings, 'utf8'));
-    const contiguous = got.every((t, i) => t.i === i);
-    const same = got.length === ref.length && got.every((t, i) => t.key === ref[i]?.key);
-    result.tokens = got.length;
-    result.referenceTokens = ref.length;
-    result.tokensContiguous = contiguous;
-    result.tokensMatch = contiguous && same;
-    if (!same) {
-      const k = got.findIndex((t, i) => t.key !== ref[i]?.key);
-      result.firstMismatch = { index: k, got: got[k], ref: ref[k] };
-    }
+    Object.assign(result, compareTokens(got, ref));
     // The task's side: from the start of the checkpoint (the record's frozenAt: the CUDA lock, the first pre-dump
     // hook) to the first token written after the stall, i.e. after the largest gap between consecutive tokens.
     if (got.every((t) => t.ts !== undefined) && m.frozenAt !== undefined) {

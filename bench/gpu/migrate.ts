@@ -31,7 +31,7 @@ import { gpuMemoryByPid } from '../../src/engines/cuda/gpu-detect.js';
 
 import { need, parseArgs, sleep, type Args } from './cli-args.js';
 import { readJson, type Json } from './json-file.js';
-import { readTokens, type TokenLine } from './token-file.js';
+import { compareTokens, readTokens, type TokenLine } from './token-file.js';
 
 
 async function dirBytes(dir: string): Promise<{ bytes: number; files: number }> {
@@ -254,16 +254,7 @@ async function migrate(a: Args): Promise<void> {
   result.decoderTimings = timings;
   const got = await readTokens(tokensPath);
   const ref = await readTokens(need(a, 'reference-tokens'));
-  const contiguous = got.every((t, i) => t.i === i);
-  const same = got.length === ref.length && got.every((t, i) => t.key === ref[i]?.key);
-  result.tokens = got.length;
-  result.referenceTokens = ref.length;
-  result.tokensContiguous = contiguous;
-  result.tokensMatch = contiguous && same;
-  if (!same) {
-    const k = got.findIndex((t, i) => t.key !== ref[i]?.key);
-    result.firstMismatch = { index: k, got: got[k], ref: ref[k] };
-  }
+  Object.assign(result, compareTokens(got, ref));
   result.maxTokenGapSeconds = got.slice(1).reduce((m, t, i) => Math.max(m, ((t.ts ?? NaN) - ((got[i] as TokenLine).ts ?? NaN)) / 1000), 0);
   await finish(true);
 }

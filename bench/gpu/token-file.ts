@@ -25,3 +25,15 @@ export async function readTokens(path: string): Promise<TokenLine[]> {
   }
   return out;
 }
+
+/** How a token stream compares with the reference: every token there, in order, and each one the same. */
+export function compareTokens(got: TokenLine[], ref: TokenLine[]): Record<string, unknown> {
+  const contiguous = got.every((t, i) => t.i === i);
+  const same = got.length === ref.length && got.every((t, i) => t.key === ref[i]?.key);
+  const out: Record<string, unknown> = { tokens: got.length, referenceTokens: ref.length, tokensContiguous: contiguous, tokensMatch: contiguous && same };
+  if (!same) {
+    const k = got.findIndex((t, i) => t.key !== ref[i]?.key);
+    out.firstMismatch = { index: k, got: got[k], ref: ref[k] };
+  }
+  return out;
+}
