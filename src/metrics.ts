@@ -106,9 +106,16 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly taskStagesTotal = new Counter({
+    name: 'spotwatch_task_stages_total',
+    help: 'Stagings of a task ahead of its checkpoint (spotwatch run --stage-url), by outcome: delivered (the target holds the files), stage-failed (the task did not stage in time), send-failed (the files did not reach the target); the checkpoint moves everything when not delivered.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly bytesMovedTotal = new Counter({
     name: 'spotwatch_migration_bytes_total',
-    help: 'Checkpoint image bytes streamed from this node to targets.',
+    help: 'Checkpoint image bytes (and staged files) streamed from this node to targets.',
     registers: [this.registry],
   });
 

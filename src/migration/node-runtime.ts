@@ -315,6 +315,7 @@ export class NodeRuntime {
       this.logger.info({ migrationId: migration.id, files: staged.files, bytes: staged.bytes, ms: staged.stageMs }, 'task staged its state ahead of the checkpoint');
       return staged;
     } catch (err) {
+      this.o.metrics.taskStagesTotal.inc({ outcome: 'stage-failed' });
       this.logger.warn({ migrationId: migration.id, err: describeError(err) }, 'staging failed; the checkpoint moves everything');
       rmSync(directory, { recursive: true, force: true });
       return undefined;
@@ -337,9 +338,11 @@ export class NodeRuntime {
         signal.removeEventListener('abort', onAbort);
       }
       this.logger.info({ migrationId: migration.id, target: targetId, bytes: staged.bytes, ms: Date.now() - t }, 'staged files sent to the target');
+      this.o.metrics.taskStagesTotal.inc({ outcome: 'delivered' });
       return true;
     } catch (err) {
       conn?.destroy();
+      this.o.metrics.taskStagesTotal.inc({ outcome: 'send-failed' });
       this.logger.warn({ migrationId: migration.id, target: targetId, err: describeError(err) }, 'sending the staged files failed; the checkpoint moves everything');
       return false;
     }

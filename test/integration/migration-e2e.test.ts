@@ -82,6 +82,15 @@ function migrationReported(c: Cluster, taskId: string, timeoutMs = 60_000): Prom
   });
 }
 
+/** A line of an agent's Prometheus text (its ops server's port is in its log), e.g. `spotwatch_task_stages_total{outcome="delivered"}`. */
+async function agentMetric(c: Cluster, nodeId: string, series: string): Promise<number | undefined> {
+  const port = /"port":(\d+)[^\n]*ops server listening/.exec(c.nodes.get(nodeId)!.log())?.[1];
+  if (!port) throw new Error(`no ops server port in ${nodeId}'s log`);
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
 /** The (restored) toy has written its last token. */
 function toyFinished(out: string, timeoutMs = 30_000): Promise<true> {
   return waitFor('the restored task to finish', timeoutMs, () => (readFileSync(out, 'utf8').includes('# done') ? true : undefined));
@@ -196,6 +205,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
     expect(migration.phases['source.stage']).toBeGreaterThanOrEqual(0);
     expect(migration.phases['source.stageSend']).toBeGreaterThan(0);
+    expect(await agentMetric(c, 'node-a', 'spotwatch_task_stages_total{outcome="delivered"}')).toBe(1);
     await toyFinished(toy.out);
     const text = readFileSync(toy.out, 'utf8');
     // Tokens sample the whole cache: a staged copy or a journal replay that was off by one write would show.
@@ -234,6 +244,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(migration.stagedBytes).toBeUndefined();
     expect(migration.bytesSent).toBeGreaterThan(32 * 1024 * 1024);
     expect(c.nodes.get('node-a')!.log()).toMatch(/staging failed; the checkpoint moves everything/);
+    expect(await agentMetric(c, 'node-a', 'spotwatch_task_stages_total{outcome="stage-failed"}')).toBe(1);
     await toyFinished(toy.out);
     expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 200));
     expect(readFileSync(toy.out, 'utf8')).toMatch(/^# resume at token \d+ pid=\d+ rebuilt-ms=\d+ staged=0$/m);
