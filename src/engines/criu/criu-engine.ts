@@ -1044,7 +1044,7 @@ export class CriuEngine implements CheckpointEngine {
     const ms = Date.now() - daemon.startedAt;
     if (exit.code === 0 && !exit.killedFor) return { ok: true, ms };
     // Pages that never arrive would read as zeros once the daemon's userfaultfd is gone: the task must not go on.
-    const tree = pidExists(pid) ? await processTree(pid) : [];
+    const tree = pidExists(pid) ? await processTree(pid).catch(() => [pid]) : [];
     signalAll(tree, 'SIGKILL');
     await waitDead(tree, this.releaseTimeoutMs);
     const why = exit.killedFor ? `was stopped (${exit.killedFor})` : `exited ${exit.code ?? exit.signal ?? '?'}`;
