@@ -443,44 +443,51 @@ export class NodeRuntime {
   }
 
   private async receiveForwarded(conn: Duplex, remote: string): Promise<void> {
-    const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
-    try {
-      const { header, bytes } = await receiveImageDirectory(conn, incoming);
-      const directory = join(this.o.config.imageDir, header.migrationId);
-      rmSync(directory, { recursive: true, force: true });
-      renameSync(incoming, directory);
-      const migration = await this.registry.getMigration(header.migrationId);
-      if (!migration) {
-        this.logger.error({ migrationId: header.migrationId, directory }, 'received a forwarded image for an unknown migration; kept on disk, not restored');
-        return;
-      }
-      this.logger.info({ migrationId: migration.id, from: remote, bytes }, 'forwarded image received; restoring');
-      await this.registry.updateMigration(migration.id, { phase: 'restoring' });
-      await this.restore(migration, directory, bytes);
-    } catch (err) {
-      this.logger.warn({ remote, err: describeError(err) }, 'forwarded image failed');
-      conn.end(`ERR ${describeError(err).replace(/\n/g, ' ')}\n`);
-      rmSync(incoming, { recursive: true, force: true });
+    const got = await this.receiveDirectory(conn, remote, (id) => join(this.o.config.imageDir, id), 'forwarded image');
+    if (!got) return;
+    const migration = await this.registry.getMigration(got.migrationId);
+    if (!migration) {
+      this.logger.error({ migrationId: got.migrationId, directory: got.directory }, 'received a forwarded image for an unknown migration; kept on disk, not restored');
+      return;
     }
+    this.logger.info({ migrationId: migration.id, from: remote, bytes: got.bytes }, 'forwarded image received; restoring');
+    await this.registry.updateMigration(migration.id, { phase: 'restoring' });
+    await this.restore(migration, got.directory, got.bytes);
   }
 
   /** Files a task staged ahead of its checkpoint: kept beside the images until the task resumes here. */
   private async receiveStaged(conn: Duplex, remote: string): Promise<void> {
+    const got = await this.receiveDirectory(conn, remote, (id) => stagedDirectoryFor(this.o.config.imageDir, id), 'receiving staged files');
+    if (!got) return;
+    this.logger.info({ migrationId: got.migrationId, from: remote, bytes: got.bytes, files: got.files }, 'staged files received');
+    // A checkpoint that then went to another target (or failed) never restores here: drop the files once every
+    // restore of this migration is over (restores run until the deadline + 5 min).
+    const deadline = (await this.registry.getMigration(got.migrationId).catch(() => undefined))?.deadline ?? Date.now();
+    setTimeout(() => rmSync(got.directory, { recursive: true, force: true }), Math.max(0, deadline - Date.now()) + STAGED_KEPT_AFTER_DEADLINE_MS).unref();
+  }
+
+  /**
+   * A directory transfer (image-forward.ts) from another agent: received beside the images, then moved to where
+   * `place` puts that migration's files. A transfer that fails is answered `ERR` and leaves nothing behind.
+   */
+  private async receiveDirectory(
+    conn: Duplex,
+    remote: string,
+    place: (migrationId: string) => string,
+    what: string,
+  ): Promise<{ migrationId: string; directory: string; bytes: number; files: number } | undefined> {
     const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
     try {
       const { header, bytes } = await receiveImageDirectory(conn, incoming);
-      const directory = stagedDirectoryFor(this.o.config.imageDir, header.migrationId);
+      const directory = place(header.migrationId);
       rmSync(directory, { recursive: true, force: true });
       renameSync(incoming, directory);
-      this.logger.info({ migrationId: header.migrationId, from: remote, bytes, files: header.files.length }, 'staged files received');
-      // A checkpoint that then went to another target (or failed) never restores here: drop the files once every
-      // restore of this migration is over (restores run until the deadline + 5 min).
-      const deadline = (await this.registry.getMigration(header.migrationId).catch(() => undefined))?.deadline ?? Date.now();
-      setTimeout(() => rmSync(directory, { recursive: true, force: true }), Math.max(0, deadline - Date.now()) + STAGED_KEPT_AFTER_DEADLINE_MS).unref();
+      return { migrationId: header.migrationId, directory, bytes, files: header.files.length };
     } catch (err) {
-      this.logger.warn({ remote, err: describeError(err) }, 'receiving staged files failed');
+      this.logger.warn({ remote, err: describeError(err) }, `${what} failed`);
       conn.end(`ERR ${describeError(err).replace(/\n/g, ' ')}\n`);
       rmSync(incoming, { recursive: true, force: true });
+      return undefined;
     }
   }
 
