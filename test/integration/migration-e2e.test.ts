@@ -61,6 +61,20 @@ async function cluster(): Promise<Cluster> {
   });
 }
 
+/** A cluster with node-a (the one to be reclaimed) and node-b in another zone, both agents ready. */
+async function twoNodes(nodeB: { extraArgs?: string[] } = {}): Promise<Cluster> {
+  const c = await cluster();
+  await c.startNode('node-a');
+  await c.startNode('node-b', { zone: 'us-east-1b', ...nodeB });
+  return c;
+}
+
+/** A free port for the toy's control endpoints, and their base URL. */
+async function controlEndpoint(): Promise<{ port: number; base: string }> {
+  const port = await freePort();
+  return { port, base: `http://127.0.0.1:${port}` };
+}
+
 function tokenLines(file: string): string[] {
   return readFileSync(file, 'utf8').split('\n').filter((l) => /^\d+ \d+$/.test(l));
 }
@@ -104,9 +118,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
   });
 
   it('moves the toy LLM from a reclaimed spot node to a healthy node, continuing at the next token', async () => {
-    c = await cluster();
-    await c.startNode('node-a');
-    await c.startNode('node-b', { zone: 'us-east-1b' });
+    c = await twoNodes();
     const toy = await c.runToy('node-a', { id: 'toy-1', stateMib: 64, tokens: 250, intervalMs: 20 });
     await c.interrupt('node-a');
     const task = await waitFor('the task to run on node-b', 60_000, async () => {
@@ -135,9 +147,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
   });
 
   it('a target with --lazy-restore runs the task before its memory is in place (post-copy): same tokens, the fill recorded', async () => {
-    c = await cluster();
-    await c.startNode('node-a');
-    await c.startNode('node-b', { zone: 'us-east-1b', extraArgs: ['--lazy-restore', 'true'] });
+    c = await twoNodes({ extraArgs: ['--lazy-restore', 'true'] });
     const toy = await c.runToy('node-a', { id: 'toy-lazy', stateMib: 128, tokens: 250, intervalMs: 20 });
     await c.interrupt('node-a');
     const migration = await migrationReported(c, 'toy-lazy');
@@ -152,11 +162,8 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
   });
 
   it('a task that cooperates releases its weights before the checkpoint and rebuilds them after the restore: fewer bytes, same tokens', async () => {
-    c = await cluster();
-    await c.startNode('node-a');
-    await c.startNode('node-b', { zone: 'us-east-1b' });
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
+    c = await twoNodes();
+    const { port, base } = await controlEndpoint();
     const toy = await c.runToy('node-a', {
       id: 'toy-coop',
       stateMib: 16,
@@ -184,11 +191,8 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
   });
 
   it('a task that stages its cache ahead of the checkpoint moves only what changed since inside the frozen window', async () => {
-    c = await cluster();
-    await c.startNode('node-a');
-    await c.startNode('node-b', { zone: 'us-east-1b' });
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
+    c = await twoNodes();
+    const { port, base } = await controlEndpoint();
     const toy = await c.runToy('node-a', {
       id: 'toy-stage',
       stateMib: 128,
@@ -224,11 +228,8 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
   });
 
   it('a stage that fails costs nothing but time: the checkpoint moves everything and the tokens are the same', async () => {
-    c = await cluster();
-    await c.startNode('node-a');
-    await c.startNode('node-b', { zone: 'us-east-1b' });
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
+    c = await twoNodes();
+    const { port, base } = await controlEndpoint();
     const toy = await c.runToy('node-a', {
       id: 'toy-stage-404',
       stateMib: 32,
