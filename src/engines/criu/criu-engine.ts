@@ -151,6 +151,11 @@ export interface CriuImageManifest {
 
 /** Below this much time left, no call starts at all. */
 const MIN_CALL_MS = 50;
+/**
+ * How long a dump whose page stream broke gets to fail by itself before it is killed. CRIU notices the broken socket,
+ * cures the task of its parasite and lets it run on; killed in the middle of a dump it can leave the task dead.
+ */
+const DUMP_ABORT_GRACE_MS = 5_000;
 
 class Aborted extends Error {
   constructor(readonly reason: 'deadline' | 'abort') {
@@ -592,13 +597,21 @@ export class CriuEngine implements CheckpointEngine {
       });
       let relayError: unknown;
       let relay: Promise<number> = Promise.resolve(0);
+      // The page stream broke: cut CRIU's page socket so the dump fails on its own (the task resumes), and kill it
+      // only if it has not ended after a grace period.
+      const abortDump = (): void => {
+        run.pageSocket?.destroy();
+        const kill = setTimeout(() => run.kill('abort'), DUMP_ABORT_GRACE_MS);
+        kill.unref();
+        void run.done.finally(() => clearTimeout(kill));
+      };
       if (sender && criuOwnsChannel && channel) {
         // `criu dump` writes the channel itself (SPOTWATCH_PAGE_PUMP=criu: measurement only; no byte progress
         // during the dump, and on loopback a ~200 ms retransmission stall at its end, docs/migration-performance.md).
         channel.destroy(); // CRIU has its own descriptor now
         sender.onFailure((err) => {
           relayError ??= err;
-          run.kill('abort');
+          abortDump();
         });
       } else if (sender && run.pageSocket && channel) {
         // Pages go unframed into the direct channel, whose other end is the target's page server: through the
@@ -608,7 +621,7 @@ export class CriuEngine implements CheckpointEngine {
         const pump = pumpBinary ? startNativePagePump(pumpBinary, ch, run.pageSocket, onPageBytes) : undefined;
         relay = (pump ? pump.done : pumpPages(run.pageSocket, ch, onPageBytes)).catch((err: unknown) => {
           relayError = err;
-          run.kill('abort');
+          abortDump();
           return 0;
         });
         // The framed connection broke (or the target reported a failure): stop the dump, as a broken relay does.
@@ -616,12 +629,12 @@ export class CriuEngine implements CheckpointEngine {
           relayError ??= err;
           ch.destroy();
           pump?.kill();
-          run.kill('abort');
+          abortDump();
         });
       } else if (sender && run.pageSocket) {
         relay = sender.relayPages(run.pageSocket).catch((err: unknown) => {
           relayError = err;
-          run.kill('abort');
+          abortDump();
           return 0;
         });
       }
