@@ -527,14 +527,11 @@ export class NodeRuntime {
       if (!target?.peerAddress) continue;
       try {
         const [host, port] = splitHostPort(target.peerAddress);
+        const connect = () => tcpImageSink({ host, port }, this.authenticate, target.id).open(AbortSignal.timeout(30_000));
         const staged = stagedDirectoryFor(this.o.config.imageDir, current.id);
-        if (existsSync(staged)) {
-          // What the task staged goes first: it must be there when the restore's resume names it.
-          const conn = await tcpImageSink({ host, port }, this.authenticate, target.id).open(AbortSignal.timeout(30_000));
-          await sendImageDirectory(conn, staged, current.id, STAGE_MAGIC);
-        }
-        const conn = await tcpImageSink({ host, port }, this.authenticate, target.id).open(AbortSignal.timeout(30_000));
-        const bytes = await sendImageDirectory(conn, directory, current.id);
+        // What the task staged goes first: it must be there when the restore's resume names it.
+        if (existsSync(staged)) await sendImageDirectory(await connect(), staged, current.id, STAGE_MAGIC);
+        const bytes = await sendImageDirectory(await connect(), directory, current.id);
         this.logger.info({ migrationId: current.id, to: target.id, bytes, why }, 'image forwarded to another target');
         pruneImage(directory);
         if (existsSync(staged)) rmSync(staged, { recursive: true, force: true });
@@ -575,6 +572,7 @@ export class NodeRuntime {
       return;
     }
     const newPid = result.value.task.pid;
+    const targetPhases = { ...result.value.phases, ...(fillMs !== undefined ? { memoryFill: fillMs } : {}) };
     if (task) await this.registry.updateTask(task.id, { nodeId: this.o.nodeId, pid: newPid, state: 'running', migrations: task.migrations + 1, lastMigrationId: migration.id });
     await this.registry.release(this.o.nodeId, migration.reservationId);
     // The source records the freeze time once its checkpoint call returns; give it a moment to land.
@@ -593,11 +591,10 @@ export class NodeRuntime {
       restoredAt,
       newPid,
       downtimeMs,
-      phases: prefixed('target', { ...result.value.phases, ...(fillMs !== undefined ? { memoryFill: fillMs } : {}) }),
+      phases: prefixed('target', targetPhases),
     });
     if (downtimeMs !== undefined) this.o.metrics.taskDowntimeSeconds.observe(downtimeMs / 1000);
-    for (const [phase, ms] of Object.entries(result.value.phases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `target.${phase}` }, ms / 1000);
-    if (fillMs !== undefined) this.o.metrics.migrationPhaseSeconds.observe({ phase: 'target.memoryFill' }, fillMs / 1000);
+    for (const [phase, ms] of Object.entries(targetPhases)) this.o.metrics.migrationPhaseSeconds.observe({ phase: `target.${phase}` }, ms / 1000);
     pruneImage(directory);
     // The task read its staged files back in its resume, which is part of the restore.
     if (hasStaged) rmSync(staged, { recursive: true, force: true });

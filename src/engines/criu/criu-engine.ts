@@ -22,6 +22,7 @@
  *   what state the task was left in.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { release } from 'node:os';
@@ -56,7 +57,6 @@ import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
 import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
 import { startCriu } from './criu-process.js';
-import { existsSync } from 'node:fs';
 import { locatePagePump, pagePumpMode, startNativePagePump } from './native-page-pump.js';
 import type { CriuExit, CriuRun } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
@@ -902,9 +902,6 @@ export class CriuEngine implements CheckpointEngine {
       }
     };
 
-    // The tree gets its old pids back: they must be free here. A zombie about to be reaped gets a moment; a
-    // process that is still exiting (on one machine: the source itself, tearing down gigabytes of memory) gets
-    // as long as the deadline allows. A live, unrelated process is a conflict at once.
     // Post-copy where asked for and no hook that applied at the checkpoint needs the whole memory at once. Its page
     // daemon starts now, beside the wait for the pids below (it needs the images, not the pids).
     const eager = new Set(this.hooks.filter((h) => h.eagerRestore).map((h) => h.name));
@@ -916,6 +913,9 @@ export class CriuEngine implements CheckpointEngine {
       const d = await lazyStarting;
       if (d && !('error' in d)) d.run.kill('abort');
     };
+    // The tree gets its old pids back: they must be free here. A zombie about to be reaped gets a moment; a
+    // process that is still exiting (on one machine: the source itself, tearing down gigabytes of memory) gets
+    // as long as the deadline allows. A live, unrelated process is a conflict at once.
     let waitedForPidsMs: number | undefined;
     if (manifest && manifest.pids.some((p) => pidExists(p))) {
       const waitStarted = Date.now();
@@ -971,7 +971,7 @@ export class CriuEngine implements CheckpointEngine {
       const exit = await startCriu(criu.path, args, { deadline: req.deadline, signal: guard.signal }).done;
       phases.restore = Date.now() - t;
       if (exit.code !== 0) {
-        lazyDaemon?.run.kill('abort');
+        await stopLazy();
         return await this.criuFailure('restore', exit, guard, logPath, started);
       }
 
@@ -1008,7 +1008,7 @@ export class CriuEngine implements CheckpointEngine {
             const tree = await processTree(pid);
             signalAll(tree, 'SIGKILL');
             await waitDead(tree, this.releaseTimeoutMs);
-            lazyDaemon?.run.kill('abort');
+            await stopLazy();
             await memorySettled;
             return engineFailure('retryable', 'HOOK_FAILED', `task restored as ${pid}, but hook ${h.name} failed after the restore: ${describe(err)}; the restored tree was killed, the image is whole`, started, {
               logPath,
