@@ -172,6 +172,8 @@ export interface EngineCapabilities {
   tcpEstablished: boolean;
   /** Names of the installed hooks (e.g. `cuda`). */
   hooks: string[];
+  /** Engine-specific facts worth a log line at start (CRIU: its path, whether its kernel-feature cache is kept). */
+  details?: Record<string, string>;
 }
 
 /** How big a checkpoint of a task will be, from the kernel's own accounting. */
@@ -265,6 +267,13 @@ export interface CheckpointResult {
    * `directory`, `relay` (both agents move the pages), `direct channel (native pump)`.
    */
   dataPath?: string;
+  /**
+   * Post-copy from the source: the checkpoint returns once the target has everything but the task's memory (the
+   * tree stays frozen here), and the target restores at once and pulls the memory. This settles when the last page
+   * has left (`ok`: the tree is then killed here) or when that failed — the engine then lets the tree run here again
+   * (`taskState`), since the target's copy cannot go on without its memory. Absent: everything moved in the freeze.
+   */
+  pagesSettled?: Promise<{ ok: true; ms: number; bytes: number } | { ok: false; ms: number; message: string; taskState: TaskState }>;
 }
 
 export interface ReceiveRequest extends CallOptions {
@@ -311,6 +320,11 @@ export interface RestoreResult {
    * otherwise read zeros, and the image is still whole. The image must stay until it settles. Absent: eager.
    */
   memorySettled?: Promise<{ ok: true; ms: number } | { ok: false; ms: number; message: string }>;
+  /**
+   * The memory came from the source after the task ran here (post-copy from the source): when filling it fails the
+   * image is not whole (the source kept the pages, and lets the task run there again), so it cannot go elsewhere.
+   */
+  postCopy?: boolean;
 }
 
 /** Context handed to hooks. */

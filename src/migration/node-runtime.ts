@@ -113,6 +113,14 @@ export class NodeRuntime {
     this.nodeWorker = new Worker(nodeQueueName(this.o.nodeId), (job: Job<NodeJob>) => this.nodeJob(job), { ...workerOptions, concurrency: 1 });
     for (const worker of [this.noticeWorker, this.nodeWorker]) worker.on('error', (err) => this.logger.warn({ err: describeError(err) }, 'queue worker error'));
     this.logger.info({ peer: `${config.peerHost}:${this.listener.port}`, imageDir: config.imageDir }, 'migration runtime ready');
+    // Locate and check the engine now (CRIU: also its kernel-feature cache), so the first migration does not pay it.
+    this.track(
+      this.o.engine.capabilities({ deadline: Date.now() + 60_000 }).then((caps) => {
+        if (caps.status !== 'ok') this.logger.warn({ code: caps.code, err: caps.message }, 'checkpoint engine check failed');
+        else if (!caps.value.available) this.logger.warn({ engine: caps.value.engine, reason: caps.value.reason }, 'checkpoint engine unavailable on this node: its tasks cannot migrate');
+        else this.logger.info({ engine: caps.value.engine, version: caps.value.version, ...caps.value.details }, 'checkpoint engine ready');
+      }),
+    );
   }
 
   async stop(): Promise<void> {

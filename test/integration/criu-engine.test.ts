@@ -50,6 +50,11 @@ interface ToyOptions {
   decoded: number;
   /** More toy arguments (e.g. --weights-mib, --control-port). */
   extraArgs?: string[];
+  /**
+   * Run the toy as pid 1 of a pid namespace of its own (`unshare --pid --fork setsid …`), as a container's process
+   * would be: a restore makes a new namespace, so it can run here while the source still holds the toy's pids.
+   */
+  pidNamespace?: boolean;
 }
 
 /** Toys, restored pids and other processes this test started; each is killed after the test if still running. */
@@ -81,12 +86,13 @@ function toyArgs(stateMib: number, tokens: number, intervalMs: number): string[]
  * Starts the toy LLM in a fresh work dir, in its own session (detached: setsid), stdio on files, as CRIU needs,
  * and waits until it has decoded `decoded` tokens. Killed after the test.
  */
-async function decodingToy({ stateMib, tokens, intervalMs, decoded, extraArgs = [] }: ToyOptions): Promise<Toy> {
+async function decodingToy({ stateMib, tokens, intervalMs, decoded, extraArgs = [], pidNamespace = false }: ToyOptions): Promise<Toy> {
   const dir = workDir();
   const out = join(dir, 'tokens.txt');
   const err = openSync(join(dir, 'toy.err'), 'a');
   const args = [...toyArgs(stateMib, tokens, intervalMs), ...extraArgs];
-  const child = spawn(process.execPath, [TOY, ...args, '--out', out], {
+  const command = [process.execPath, TOY, ...args, '--out', out];
+  const child = spawn(pidNamespace ? 'unshare' : command[0]!, pidNamespace ? ['--pid', '--fork', 'setsid', ...command] : command.slice(1), {
     detached: true,
     stdio: ['ignore', 'ignore', err],
     env: { ...process.env, UV_USE_IO_URING: '0' },
@@ -94,11 +100,19 @@ async function decodingToy({ stateMib, tokens, intervalMs, decoded, extraArgs = 
   closeSync(err);
   child.unref();
   if (!child.pid) throw new Error('toy did not start');
-  started.push({ pid: child.pid, marker: 'toy-llm' });
+  started.push({ pid: child.pid, marker: pidNamespace ? 'unshare' : 'toy-llm' });
+  let pid = child.pid;
+  if (pidNamespace) {
+    // The toy is unshare's only child (pid 1 inside).
+    const children = (): string[] => (existsSync(`/proc/${child.pid}/task/${child.pid}/children`) ? readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean) : []);
+    await waitFor(() => children().length > 0, 5000, 'the toy to start in its pid namespace');
+    pid = Number(children()[0]);
+    started.push({ pid, marker: 'toy-llm' });
+  }
   const ref = reference(args);
   ref.catch(() => {}); // a test that never awaits it must not see an unhandled rejection
   await waitFor(() => readOut(out).tokens.length >= decoded, 15_000, `the toy to decode ${decoded} tokens`);
-  return { pid: child.pid, out, args, dir, reference: ref };
+  return { pid, out, args, dir, reference: ref };
 }
 
 function readOut(out: string): { tokens: string[]; prefills: number; done: boolean } {
@@ -336,6 +350,54 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
       `criu 64 MiB toy, page-server stream: ${(ck.imageBytes / 1048576).toFixed(1)} MiB, checkpoint ${JSON.stringify(ck.phases)} (total ${ck.phases.dump! + (ck.phases.transfer ?? 0)} ms), restore ${JSON.stringify(rs.phases)}`,
     );
     await expectRestoredRunMatches(toy);
+  });
+
+  it('post-copy from the source: the task runs on the target while its memory is still on the source, which then serves it; the stream is unchanged', async () => {
+    const toy = await decodingToy({ stateMib: 64, tokens: 120, intervalMs: 20, decoded: 15, pidNamespace: true });
+    const targetDir = join(toy.dir, 'target');
+    const target = await imageTarget(engine, { directory: targetDir, migrationId: 'm-postcopy', deadlineMs: 30_000 });
+    const ck = expectOk(await new CriuEngine({ postCopy: true }).checkpoint(toTarget(toy, 'm-postcopy', target, 30_000)));
+    expectOk(await target.received());
+    expect(ck.dataPath).toBe('post-copy');
+    // Frozen, not gone: CRIU holds the tree until the target has pulled its memory.
+    expect(ck.taskState).toBe('stopped');
+    expect(await taskState(toy.pid)).toBe('stopped');
+    // What moved in the freeze is everything but the 64 MiB of state.
+    expect(ck.imageBytes).toBeLessThan(16 * 1048576);
+
+    const rs = await restoreFrom(engine, 'm-postcopy', targetDir, 30_000);
+    expect(rs.postCopy).toBe(true);
+    const [pages, memory] = await Promise.all([ck.pagesSettled!, rs.memorySettled!]);
+    expect(memory.ok).toBe(true);
+    expect(pages.ok).toBe(true);
+    if (pages.ok) expect(pages.bytes).toBeGreaterThan(64 * 1048576);
+    expect(await taskState(toy.pid)).toBe('gone');
+    console.log(`criu 64 MiB toy, post-copy: checkpoint ${JSON.stringify(ck.phases)}, restore ${JSON.stringify(rs.phases)}, ${pages.ok ? pages.bytes : 0} bytes pulled in ${pages.ms} ms`);
+    await expectRestoredRunMatches(toy);
+  });
+
+  it('post-copy whose target loses its page daemon: the target copy is killed, the task runs on the source again', async () => {
+    const toy = await decodingToy({ stateMib: 256, tokens: 400, intervalMs: 20, decoded: 10, pidNamespace: true });
+    const targetDir = join(toy.dir, 'target');
+    const target = await imageTarget(engine, { directory: targetDir, migrationId: 'm-postcopy-die', deadlineMs: 30_000 });
+    const ck = expectOk(await new CriuEngine({ postCopy: true }).checkpoint(toTarget(toy, 'm-postcopy-die', target, 30_000)));
+    expectOk(await target.received());
+    const rs = await restoreFrom(engine, 'm-postcopy-die', targetDir, 30_000);
+    execFileSync('pkill', ['-KILL', '-f', `lazy-pages -D ${targetDir}`]);
+    const [pages, memory] = await Promise.all([ck.pagesSettled!, rs.memorySettled!]);
+    expect(memory.ok).toBe(false);
+    expect(rs.task.kind === 'process' && (await taskState(rs.task.pid))).toBe('gone');
+    expect(pages).toMatchObject({ ok: false, taskState: 'running' });
+    expect(pages.ok ? '' : pages.message).toMatch(/post-copy: criu dump exited .* before the target had every page; the task is running on the source/);
+    // It decodes on: every line is the uninterrupted run's (the target's copy may have written a few of them already,
+    // which the source writes again), and no token is missing.
+    const before = readOut(toy.out).tokens.length;
+    await waitFor(() => readOut(toy.out).tokens.length > before + 5, 10_000, 'the toy to decode on the source again');
+    const ref = await toy.reference;
+    const got = readOut(toy.out).tokens;
+    for (const line of got) expect(ref).toContain(line);
+    const indices = [...new Set(got.map((l) => Number(l.split(' ')[0])))].sort((a, b) => a - b);
+    expect(indices).toEqual(indices.map((_, i) => indices[0]! + i));
   });
 
   it('a dump of a pid that does not exist fails fatal with TASK_NOT_FOUND', async () => {

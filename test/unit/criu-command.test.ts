@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildDumpArgs, buildPageServerArgs, buildRestoreArgs } from '../../src/engines/criu/criu-command.js';
+import { buildDumpArgs, buildLazyPagesArgs, buildPageServerArgs, buildRestoreArgs } from '../../src/engines/criu/criu-command.js';
 import type { CriuTaskOptions } from '../../src/engines/criu/criu-command.js';
 import { parseCriuVersion } from '../../src/engines/criu/criu-binary.js';
 
@@ -69,6 +69,25 @@ describe('criu restore and page-server commands', () => {
       'page-server', '-D', '/t', '-o', 'page-server.log', '-v4', '--ps-socket', '3',
     ]);
     expect(buildPageServerArgs({ imagesDir: '/t', logFile: 'p.log', logLevel: 1, on: { address: '0.0.0.0', port: 1 } }).slice(-4)).toEqual(['--address', '0.0.0.0', '--port', '1']);
+  });
+});
+
+describe('post-copy commands', () => {
+  it('a post-copy dump serves the memory on an inherited socket after the freeze and says when it is ready', () => {
+    const a = buildDumpArgs({ ...task, pid: 42, imagesDir: '/img', logFile: 'dump.log', logLevel: 4, linkRemap: true, after: 'leave-stopped', lazyPages: { psSocketFd: 0 }, statusFd: 3 });
+    expect(a).toEqual(expect.arrayContaining(['--lazy-pages', '--ps-socket', '0', '--status-fd', '3', '--leave-stopped']));
+    expect(a).not.toContain('--page-server');
+  });
+
+  it('a dump streams its pages or serves them afterwards, not both', () => {
+    expect(() =>
+      buildDumpArgs({ ...task, pid: 42, imagesDir: '/img', logFile: 'dump.log', logLevel: 4, linkRemap: true, after: 'kill', lazyPages: { psSocketFd: 0 }, pageServer: { psSocketFd: 3 } }),
+    ).toThrow(/not both/);
+  });
+
+  it('the lazy-pages daemon reads the image here, or pulls the memory from the source over an inherited socket', () => {
+    expect(buildLazyPagesArgs({ imagesDir: '/t', logFile: 'lazy-pages.log', logLevel: 4, statusFd: 3 })).toEqual(['lazy-pages', '-D', '/t', '-o', 'lazy-pages.log', '-v4', '--status-fd', '3']);
+    expect(buildLazyPagesArgs({ imagesDir: '/t', logFile: 'l.log', logLevel: 2, fromSource: { psSocketFd: 0 } })).toEqual(['lazy-pages', '-D', '/t', '-o', 'l.log', '-v2', '--page-server', '--ps-socket', '0']);
   });
 });
 

@@ -4,7 +4,8 @@
  * candidate must run and report version 4 or newer (Debian bookworm's 3.17 fails on current kernels).
  */
 import { execFile } from 'node:child_process';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findAbove, findOnPath } from '../../util/find-executable.js';
 
@@ -18,6 +19,31 @@ export interface CriuBinary {
   major: number;
   minor: number;
   source: 'env' | 'repo' | 'path';
+  /**
+   * How to start it without the private install's wrapper script: its loader, with the prefix's libraries (from
+   * `.criu/exec.json`, written by scripts/install-criu.sh). Absent: run `path`.
+   */
+  exec?: { file: string; args: string[] };
+}
+
+/** The command line that runs `criu ARGS…` (skipping the private install's shell wrapper where it can). */
+export function criuCommand(criu: Pick<CriuBinary, 'path' | 'exec'>, args: readonly string[]): { file: string; args: string[] } {
+  return criu.exec ? { file: criu.exec.file, args: [...criu.exec.args, ...args] } : { file: criu.path, args: [...args] };
+}
+
+/** The direct command of a private install (`PREFIX/bin/criu` with `PREFIX/exec.json` beside it), if it has one. */
+export function privateInstallExec(wrapper: string): CriuBinary['exec'] {
+  try {
+    const prefix = dirname(dirname(realpathSync(wrapper)));
+    const spec = JSON.parse(readFileSync(join(prefix, 'exec.json'), 'utf8')) as { loader?: unknown; libraryPath?: unknown; criu?: unknown };
+    if (typeof spec.loader !== 'string' || typeof spec.criu !== 'string' || !Array.isArray(spec.libraryPath)) return undefined;
+    const file = join(prefix, spec.loader);
+    const binary = join(prefix, spec.criu);
+    if (!existsSync(file) || !existsSync(binary)) return undefined;
+    return { file, args: ['--library-path', spec.libraryPath.map((p) => join(prefix, String(p))).join(':'), binary] };
+  } catch {
+    return undefined;
+  }
 }
 
 export type CriuLocation = { ok: true; binary: CriuBinary } | { ok: false; reason: string };
@@ -59,7 +85,8 @@ async function check(path: string, source: CriuBinary['source']): Promise<CriuLo
   if (v.major < MIN_CRIU_MAJOR) {
     return { ok: false, reason: `${path} is CRIU ${v.version}; ${MIN_CRIU_MAJOR}.x or newer is needed` };
   }
-  return { ok: true, binary: { path, ...v, source } };
+  const exec = source === 'path' ? undefined : privateInstallExec(path);
+  return { ok: true, binary: { path, ...v, source, ...(exec ? { exec } : {}) } };
 }
 
 /**

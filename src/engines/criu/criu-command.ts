@@ -36,6 +36,14 @@ export interface DumpArgs extends CriuTaskOptions {
   after: 'kill' | 'leave-running' | 'leave-stopped';
   /** Send memory pages to a page server: over an inherited socket fd, or to an address. */
   pageServer?: { psSocketFd: number } | { address: string; port: number };
+  /**
+   * Post-copy from the source (`--lazy-pages`): the dump writes everything but the tree's anonymous memory, then
+   * serves that memory from the frozen tree over this inherited, connected socket to the target's `criu lazy-pages
+   * --page-server` (buildLazyPagesArgs), until every page has moved. Excludes `pageServer`.
+   */
+  lazyPages?: { psSocketFd: number };
+  /** `--status-fd`: CRIU writes one byte there when ready (with `lazyPages`: the frozen part is over, images written). */
+  statusFd?: number;
   /** `--timeout`: seconds CRIU may spend freezing the tree. */
   freezeTimeoutSec?: number;
   /** Appended as is (for experiments and tests). */
@@ -65,6 +73,9 @@ export function buildDumpArgs(o: DumpArgs): string[] {
   if (o.linkRemap) a.push('--link-remap');
   if (o.after === 'leave-running') a.push('--leave-running');
   else if (o.after === 'leave-stopped') a.push('--leave-stopped');
+  if (o.pageServer && o.lazyPages) throw new RangeError('a dump streams its pages (pageServer) or serves them after the freeze (lazyPages), not both');
+  if (o.lazyPages) a.push('--lazy-pages', '--ps-socket', String(o.lazyPages.psSocketFd));
+  if (o.statusFd !== undefined) a.push('--status-fd', String(o.statusFd));
   if (o.pageServer) {
     a.push('--page-server');
     if ('psSocketFd' in o.pageServer) a.push('--ps-socket', String(o.pageServer.psSocketFd));
@@ -99,11 +110,16 @@ export function buildRestoreArgs(o: RestoreArgs): string[] {
 
 /**
  * `criu lazy-pages`: the daemon a `criu restore --lazy-pages` hands the restored memory's userfaultfd to. It serves
- * page faults from the image in `imagesDir` and pushes the remaining pages in the background; it exits (0) once every
- * page is in place. Start it before the restore: the restore connects to its socket in the images directory.
+ * page faults from the image in `imagesDir` — or, with `fromSource`, from the source's `criu dump --lazy-pages` over
+ * that inherited socket — and pushes the remaining pages in the background; it exits (0) once every page is in
+ * place. Start it before the restore: the restore connects to its socket in the images directory.
  */
-export function buildLazyPagesArgs(o: { imagesDir: string; logFile: string; logLevel: number }): string[] {
-  return ['lazy-pages', '-D', o.imagesDir, '-o', o.logFile, `-v${checkLevel(o.logLevel)}`];
+export function buildLazyPagesArgs(o: { imagesDir: string; logFile: string; logLevel: number; statusFd?: number; fromSource?: { psSocketFd: number } }): string[] {
+  const a = ['lazy-pages', '-D', o.imagesDir, '-o', o.logFile, `-v${checkLevel(o.logLevel)}`];
+  if (o.fromSource) a.push('--page-server', '--ps-socket', String(o.fromSource.psSocketFd));
+  // CRIU writes one byte to the status fd (and closes it) once its socket listens: no polling for the socket.
+  if (o.statusFd !== undefined) a.push('--status-fd', String(o.statusFd));
+  return a;
 }
 
 export interface PageServerArgs {

@@ -22,7 +22,6 @@
  *   what state the task was left in.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { release } from 'node:os';
@@ -51,10 +50,13 @@ import type { TaskControl,
 } from '../checkpoint-engine.js';
 import { engineFailure, engineOk } from '../checkpoint-engine.js';
 import { locateCriu } from './criu-binary.js';
+import { prepareKerndatCache } from './kerndat-cache.js';
+import { POST_COPY_PIPE_MAX_BYTES, isPidNamespaceRoot, postCopyBlocker, raisePipeMaxForPostCopy, seizedAtFromLog } from './post-copy.js';
+import type { KerndatCacheMode, KerndatCacheState } from './kerndat-cache.js';
 import type { CriuBinary } from './criu-binary.js';
 import { buildDumpArgs, buildLazyPagesArgs, buildPageServerArgs, buildRestoreArgs } from './criu-command.js';
 import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
-import { classifyCriuFailure, describeCriuFailure, parseDumpStats, parseRestoreStats } from './criu-log.js';
+import { classifyCriuFailure, describeCriuFailure, lazyPagesInPagemap, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
 import { startCriu } from './criu-process.js';
 import { locatePagePump, pagePumpMode, startNativePagePump } from './native-page-pump.js';
@@ -116,6 +118,22 @@ export interface CriuEngineOptions {
    * restored eagerly. Default false.
    */
   lazyRestore?: boolean;
+  /**
+   * Post-copy from the source, offered on streamed checkpoints: `criu dump --lazy-pages` writes everything but the
+   * tree's memory, the target restores at once and pulls the memory over the page channel while the task runs. The
+   * freeze then lasts as long as the dump of everything else. Used when the target takes it, the stream is plain TCP
+   * with a page channel, no hook needs an eager restore, and CRIU can size its pipes (CAP_SYS_RESOURCE, or
+   * `fs.pipe-max-size` ≥ 4 MiB: {@link postCopyBlocker}). Default false.
+   */
+  postCopy?: boolean;
+  /** As a target: take a source's post-copy offer (default true). */
+  acceptPostCopy?: boolean;
+  /**
+   * `auto` (default): where `/run` is not a tmpfs, CRIU cannot keep its kernel-feature cache and probes at every run
+   * (~35 ms, inside the downtime for the restore and its lazy-pages daemon); the engine then provides the cache
+   * (kerndat-cache.ts) when it first locates CRIU. `off`: leave it to CRIU.
+   */
+  kerndatCache?: KerndatCacheMode;
   /** How long to wait for a stopped task's pids (or a restore target's pids) to be released. Default 2000 ms. */
   releaseTimeoutMs?: number;
 }
@@ -147,7 +165,14 @@ export interface CriuImageManifest {
   streamed: boolean;
   /** Names of the hooks that applied to the task at the checkpoint (e.g. `cuda`). */
   hooks?: string[];
+  /** The tree's root is the init of a pid namespace of its own: its restore gets a new one, so its pids need not be free. */
+  pidNamespace?: boolean;
+  /** Post-copy from the source: the image holds everything but the tree's memory, which the restore pulls from the source. */
+  postCopy?: boolean;
 }
+
+/** How long a received post-copy image's page channel waits for its restore before it is closed. */
+const POST_COPY_CLAIM_MS = 60_000;
 
 /** Below this much time left, no call starts at all. */
 const MIN_CALL_MS = 50;
@@ -274,6 +299,12 @@ export class CriuEngine implements CheckpointEngine {
   readonly name = 'criu';
   private readonly opts: CriuEngineOptions;
   private readonly rates: CriuRates;
+  /** Post-copy page channels of received images, by migration id, until their restore takes them. */
+  private readonly postCopyChannels = new Map<string, { channel: Socket; timer: NodeJS.Timeout }>();
+  /** With post-copy on: what its node setup did (known once CRIU has been located). */
+  private postCopySetup: string | undefined;
+  /** What became of CRIU's kernel-feature cache (known once CRIU has been located). */
+  kerndat: KerndatCacheState | undefined;
   private located: Promise<{ ok: true; binary: CriuBinary } | { ok: false; reason: string }> | undefined;
   private checked: Promise<{ ok: boolean; detail: string }> | undefined;
 
@@ -296,7 +327,16 @@ export class CriuEngine implements CheckpointEngine {
 
   /** The CRIU binary this engine runs (located once). */
   async binary(): Promise<{ ok: true; binary: CriuBinary } | { ok: false; reason: string }> {
-    this.located ??= locateCriu(this.opts.criuPath ?? process.env.SPOTWATCH_CRIU);
+    this.located ??= locateCriu(this.opts.criuPath ?? process.env.SPOTWATCH_CRIU).then(async (loc) => {
+      if (!loc.ok) return loc;
+      this.kerndat = await prepareKerndatCache(loc.binary, this.opts.kerndatCache ?? 'auto');
+      // Turning post-copy on gives leave to let CRIU size its pipes as it must (post-copy.ts): a node-wide sysctl, only raised.
+      if (this.opts.postCopy === true) {
+        const raised = raisePipeMaxForPostCopy();
+        this.postCopySetup = raised.changed ? `raised fs.pipe-max-size from ${raised.from} to ${POST_COPY_PIPE_MAX_BYTES}` : (raised.reason ?? 'ready');
+      }
+      return loc;
+    });
     return this.located;
   }
 
@@ -345,6 +385,8 @@ export class CriuEngine implements CheckpointEngine {
     const loc = await this.binary();
     if (!loc.ok) return engineOk({ ...caps, reason: loc.reason }, started);
     caps.version = loc.binary.version;
+    caps.details = { criu: loc.binary.path, kerndatCache: this.kerndat ? `${this.kerndat.status}${this.kerndat.reason ? ` (${this.kerndat.reason})` : ''}` : 'unknown' };
+    if (this.opts.postCopy === true) caps.details.postCopy = postCopyBlocker() ?? `available${this.postCopySetup && this.postCopySetup !== 'ready' ? ` (${this.postCopySetup})` : ''}`;
     if (loc.binary.major === 4 && loc.binary.minor < 2 && kernelAtLeast(6, 16)) {
       // Linux 6.16 restricted SO_PASSCRED/SO_PASSSEC to unix sockets; CRIU < 4.2 then fails on any inet socket.
       caps.tcpEstablished = false;
@@ -353,7 +395,7 @@ export class CriuEngine implements CheckpointEngine {
       return engineOk({ ...caps, reason: 'CRIU needs root; this agent is not root' }, started);
     }
     this.checked ??= (async () => {
-      const run = startCriu(loc.binary.path, ['check'], { deadline: Math.min(opts.deadline, Date.now() + 30_000) });
+      const run = startCriu(loc.binary, ['check'], { deadline: Math.min(opts.deadline, Date.now() + 30_000) });
       const exit = await run.done;
       const out = `${exit.stdout}\n${exit.stderr}`;
       if (exit.code === 0 && /Looks good/.test(out)) return { ok: true, detail: 'Looks good' };
@@ -502,10 +544,24 @@ export class CriuEngine implements CheckpointEngine {
     /** The direct page channel (page-channel.ts): this agent pumps the dump's socketpair into it, unframed. */
     let channel: Socket | undefined;
     let direct = false;
+    /** The target took post-copy: the dump serves the memory over the channel after the freeze (`--lazy-pages`). */
+    let postCopy = false;
+    /** A post-copy dump past its frozen part: it holds the tree until the target has every page (or fails). */
+    let servingDump: CriuRun | undefined;
     let ran: EngineHook[] = [];
 
     // Every failure path goes through here: resume the task if we left it stopped, undo hooks, tell the peer.
     const fail = async (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): Promise<EngineFailure> => {
+      if (servingDump) {
+        // The target never got the image: it drops the page channel (told below), CRIU's page server fails and
+        // CRIU lets the tree run again; it is killed only if it has not ended after a grace period.
+        sender?.abort({ code, status, message });
+        channel?.destroy();
+        const dump = servingDump;
+        const kill = setTimeout(() => dump.kill('abort'), DUMP_ABORT_GRACE_MS);
+        await dump.done;
+        clearTimeout(kill);
+      }
       const state = await this.settleSource(task.pid, pids, wasStopped);
       const hookErr = await this.afterCheckpointHooks(ran, hookCtx, false, state);
       const where = state === 'running' ? 'the task is still running on the source' : `the task is ${state} on the source`;
@@ -557,11 +613,17 @@ export class CriuEngine implements CheckpointEngine {
               channel = second as Socket;
             } else second?.destroy();
           }
-          sender.hello({ migrationId: req.migrationId, engine: 'criu', criuVersion: criu.version, estimatedBytes: estimate.imageBytes, ...(pageChannel ? { pageChannel } : {}) });
+          // Post-copy where asked for and possible: not for a snapshot, nor for a task whose hooks need all of its
+          // memory at once on the target (the CUDA restore).
+          const offerPostCopy =
+            pageChannel !== undefined && this.opts.postCopy === true && !req.leaveRunning && !hooks.some((h) => h.eagerRestore) && postCopyBlocker() === undefined;
+          const postCopyOffer = offerPostCopy ? { pids, pidNamespace: isPidNamespaceRoot(task.pid) } : undefined;
+          sender.hello({ migrationId: req.migrationId, engine: 'criu', criuVersion: criu.version, estimatedBytes: estimate.imageBytes, ...(pageChannel ? { pageChannel } : {}), ...(postCopyOffer ? { postCopy: postCopyOffer } : {}) });
           if (channel) {
             // A target that predates page channels never answers: relay after a while (it expects relayed pages).
             const answer = await guard.race(Promise.race([sender.pagesMode(), new Promise<undefined>((r) => setTimeout(() => r(undefined), PAGE_CHANNEL_WAIT_MS + 2000).unref())]));
             direct = answer?.direct === true;
+            postCopy = direct && offerPostCopy && answer?.postCopy === true;
             if (!direct) {
               channel.destroy();
               channel = undefined;
@@ -574,7 +636,8 @@ export class CriuEngine implements CheckpointEngine {
         phases.connect = Date.now() - t;
       }
 
-      const criuOwnsChannel = channel !== undefined && pagePumpMode() === 'criu';
+      // With post-copy CRIU serves the channel itself (request / reply), as it does with SPOTWATCH_PAGE_PUMP=criu.
+      const criuOwnsChannel = channel !== undefined && (postCopy || pagePumpMode() === 'criu');
       const args = buildDumpArgs({
         ...options,
         pid: task.pid,
@@ -584,14 +647,14 @@ export class CriuEngine implements CheckpointEngine {
         linkRemap: this.opts.linkRemap ?? true,
         after: req.leaveRunning ? 'leave-running' : 'leave-stopped',
         freezeTimeoutSec: Math.min(10, Math.max(1, (req.deadline - Date.now()) / 2000)),
-        ...(dest.kind === 'stream' ? { pageServer: { psSocketFd: criuOwnsChannel ? 0 : 3 } } : {}),
+        ...(postCopy ? { lazyPages: { psSocketFd: 0 }, statusFd: 3 } : dest.kind === 'stream' ? { pageServer: { psSocketFd: criuOwnsChannel ? 0 : 3 } } : {}),
         ...(this.opts.extraDumpArgs ? { extraArgs: this.opts.extraDumpArgs } : {}),
       });
       const pumpBinary = channel && !criuOwnsChannel ? await locatePagePump() : undefined;
       const dumpStart = Date.now();
       progress({ phase: 'dump', bytes: 0, estimatedBytes: estimate.imageBytes });
-      const run = startCriu(criu.path, args, {
-        ...(criuOwnsChannel && channel ? { stdinSocket: channel } : { pageSocket: dest.kind === 'stream' }),
+      const run = startCriu(criu, args, {
+        ...(criuOwnsChannel && channel ? { stdinSocket: channel, pageSocket: postCopy } : { pageSocket: dest.kind === 'stream' }),
         deadline: req.deadline,
         signal: guard.signal,
       });
@@ -605,7 +668,14 @@ export class CriuEngine implements CheckpointEngine {
         kill.unref();
         void run.done.finally(() => clearTimeout(kill));
       };
-      if (sender && criuOwnsChannel && channel) {
+      if (sender && postCopy && channel) {
+        // Post-copy: CRIU serves the channel until the target has every page; a broken stream stops the dump.
+        channel.destroy();
+        sender.onFailure((err) => {
+          relayError ??= err;
+          abortDump();
+        });
+      } else if (sender && criuOwnsChannel && channel) {
         // `criu dump` writes the channel itself (SPOTWATCH_PAGE_PUMP=criu: measurement only; no byte progress
         // during the dump, and on loopback a ~200 ms retransmission stall at its end, docs/migration-performance.md).
         channel.destroy(); // CRIU has its own descriptor now
@@ -638,7 +708,11 @@ export class CriuEngine implements CheckpointEngine {
           return 0;
         });
       }
-      const exit = await run.done;
+      // Post-copy: the dump is "done" for now when CRIU reports ready (frozen part over, images written); it goes on
+      // serving the memory to the target and exits once the last page has left (pagesSettled below).
+      const ready = postCopy ? await criuReady(run) : false;
+      if (ready) servingDump = run;
+      const exit: CriuExit = postCopy && ready ? { code: 0, signal: null, stdout: '', stderr: '', durationMs: Date.now() - dumpStart } : await run.done;
       const pageBytesSent = await guard.race(relay).catch((err: unknown) => {
         relayError ??= err;
         return 0;
@@ -653,8 +727,13 @@ export class CriuEngine implements CheckpointEngine {
         return await this.dumpFailure(exit, relayError, guard, logPath, fail);
       }
 
-      const stats = parseDumpStats(await readFile(join(imagesDir, 'stats-dump')).catch(() => Buffer.alloc(0)));
-      const criuFrozenAt = stats ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000)) : dumpStart;
+      const stats = postCopy ? undefined : parseDumpStats(await readFile(join(imagesDir, 'stats-dump')).catch(() => Buffer.alloc(0)));
+      // (Post-copy: CRIU's stats come at its very end; its log says when it seized the tree.)
+      const criuFrozenAt = stats
+        ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000))
+        : postCopy
+          ? (seizedAtFromLog(await readText(logPath), dumpStart) ?? dumpStart)
+          : dumpStart;
       const frozenAt = hooksStartedAt ?? criuFrozenAt;
       if (stats) {
         phases.criuFreeze = Math.round(stats.freezingTimeUs / 1000);
@@ -677,6 +756,8 @@ export class CriuEngine implements CheckpointEngine {
         pageBytes,
         streamed: dest.kind === 'stream',
       };
+      if (isPidNamespaceRoot(task.pid)) manifest.pidNamespace = true;
+      if (postCopy) manifest.postCopy = true;
       if (task.id !== undefined) manifest.taskId = task.id;
       if (task.control !== undefined) manifest.taskControl = task.control;
       if (hooks.length) manifest.hooks = hooks.map((h) => h.name);
@@ -708,6 +789,9 @@ export class CriuEngine implements CheckpointEngine {
       let state: TaskState;
       if (req.leaveRunning) {
         state = await this.settleSource(task.pid, pids, wasStopped);
+      } else if (postCopy) {
+        // Frozen by CRIU, which serves its memory now: it cannot run here unless that transfer fails (pagesSettled).
+        state = 'stopped';
       } else {
         // Dead (zombies included) is enough to commit: the pids only matter to a restore on this same node,
         // which waits for them itself.
@@ -735,7 +819,8 @@ export class CriuEngine implements CheckpointEngine {
           taskState: state,
           phases,
           logPath,
-          dataPath: dest.kind === 'directory' ? 'directory' : !direct ? 'relay' : criuOwnsChannel ? 'direct channel (criu)' : `direct channel (${pumpBinary ? 'native pump' : 'agent pump'})`,
+          dataPath: dest.kind === 'directory' ? 'directory' : postCopy ? 'post-copy' : !direct ? 'relay' : criuOwnsChannel ? 'direct channel (criu)' : `direct channel (${pumpBinary ? 'native pump' : 'agent pump'})`,
+          ...(postCopy ? { pagesSettled: this.settlePostCopy(run, task.pid, pids, imagesDir, logPath) } : {}),
         },
         started,
       );
@@ -789,9 +874,11 @@ export class CriuEngine implements CheckpointEngine {
     const logPath = join(req.directory, 'page-server.log');
     const guard = new CallGuard(req.deadline, req.signal);
     let pageServer: ReturnType<typeof startCriu> | undefined;
+    let postCopyChannel: Socket | undefined;
     const failWith = (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): EngineFailure => {
       receiver.abort({ code, status, message });
       pageServer?.kill('abort');
+      postCopyChannel?.destroy();
       const extra: Partial<EngineFailure> = { logPath };
       if (cause !== undefined) extra.cause = cause;
       return engineFailure(status, code, message, started, extra);
@@ -806,30 +893,40 @@ export class CriuEngine implements CheckpointEngine {
           channel = undefined;
         }
       }
-      pageServer = startCriu(
-        criu.path,
-        buildPageServerArgs({ imagesDir: req.directory, logFile: 'page-server.log', logLevel: this.logLevel, on: { psSocketFd: channel ? 0 : 3 } }),
-        { ...(channel ? { stdinSocket: channel } : { pageSocket: true }), deadline: req.deadline, signal: guard.signal },
-      );
-      // The page server owns the channel now: close ours before the source may start its dump.
-      channel?.destroy();
-      if (hello.pageChannel !== undefined) receiver.pagesMode({ direct: channel !== undefined });
-      const done = await guard.race(receiver.receive(req.directory, pageServer.pageSocket));
-      const psExit = await guard.race(pageServer.done);
-      if (psExit.code !== 0) {
-        const f = classifyCriuFailure('page-server', await readText(logPath), psExit.stderr, psExit.code);
-        return failWith('retryable', f.code === 'CHECKPOINT_FAILED' ? 'TRANSPORT_FAILED' : f.code, describeCriuFailure('page-server', f, logPath));
+      // Post-copy (the source offered it): no page server; the channel waits for this image's restore, whose
+      // lazy-pages daemon pulls the memory from the source through it. Taken unless the tree's pids are in use here.
+      const offer = hello.postCopy;
+      if (channel && offer && this.opts.acceptPostCopy !== false && (offer.pidNamespace || !offer.pids.some((p) => pidExists(p)))) {
+        postCopyChannel = channel;
+        receiver.pagesMode({ direct: true, postCopy: true });
+        await guard.race(receiver.receive(req.directory, undefined));
+      } else {
+        pageServer = startCriu(
+          criu,
+          buildPageServerArgs({ imagesDir: req.directory, logFile: 'page-server.log', logLevel: this.logLevel, on: { psSocketFd: channel ? 0 : 3 } }),
+          { ...(channel ? { stdinSocket: channel } : { pageSocket: true }), deadline: req.deadline, signal: guard.signal },
+        );
+        // The page server owns the channel now: close ours before the source may start its dump.
+        channel?.destroy();
+        if (hello.pageChannel !== undefined) receiver.pagesMode({ direct: channel !== undefined });
+        await guard.race(receiver.receive(req.directory, pageServer.pageSocket));
+        const psExit = await guard.race(pageServer.done);
+        if (psExit.code !== 0) {
+          const f = classifyCriuFailure('page-server', await readText(logPath), psExit.stderr, psExit.code);
+          return failWith('retryable', f.code === 'CHECKPOINT_FAILED' ? 'TRANSPORT_FAILED' : f.code, describeCriuFailure('page-server', f, logPath));
+        }
       }
-      if (channel) {
+      if (channel && !postCopyChannel) {
         // Pages that came over the direct channel count as received image bytes, as relayed ones do.
         for (const f of await listFiles(req.directory)) if (/^pages-\d+\.img$/.test(f.name)) receiver.countDirectPages(f.size);
       }
       if (!(await this.looksLikeImage(req.directory))) {
         return failWith('fatal', 'IMAGE_INVALID', `the stream for ${hello.migrationId} ended without a complete CRIU image (no inventory.img / pstree.img)`);
       }
-      await guard.race(receiver.ack({ files: done.files.length, bytes: receiver.bytesReceived }));
+      await guard.race(receiver.ack({ files: (await listFiles(req.directory)).length, bytes: receiver.bytesReceived }));
       const commit = await guard.race(receiver.awaitCommit());
       receiver.close();
+      if (postCopyChannel) this.keepPostCopyChannel(hello.migrationId, postCopyChannel);
       return engineOk(
         {
           directory: req.directory,
@@ -845,6 +942,7 @@ export class CriuEngine implements CheckpointEngine {
         const f = abortedFailure(err.reason, 'image reception', started, { logPath });
         receiver.abort({ code: f.code, status: f.status, message: f.message });
         pageServer?.kill('abort');
+        postCopyChannel?.destroy();
         return f;
       }
       if (err instanceof ImageStreamError) {
@@ -905,10 +1003,16 @@ export class CriuEngine implements CheckpointEngine {
     // Post-copy where asked for and no hook that applied at the checkpoint needs the whole memory at once. Its page
     // daemon starts now, beside the wait for the pids below (it needs the images, not the pids).
     const eager = new Set(this.hooks.filter((h) => h.eagerRestore).map((h) => h.name));
-    const lazy = this.opts.lazyRestore === true && !(manifest?.hooks ?? []).some((name) => eager.has(name));
+    // Post-copy from the source: the memory is still there, behind the page channel this image came with.
+    const postCopy = manifest?.postCopy === true;
+    const fromSource = postCopy ? this.takePostCopyChannel(manifest.migrationId) : undefined;
+    if (postCopy && !fromSource) {
+      return engineFailure('fatal', 'IMAGE_INVALID', `${dir} is a post-copy image: its memory is on the source, and the page channel to it is gone (only the node that received the stream can restore it, within ${POST_COPY_CLAIM_MS / 1000} s)`, started);
+    }
+    const lazy = postCopy || (this.opts.lazyRestore === true && !(manifest?.hooks ?? []).some((name) => eager.has(name)));
     const logName = await freeLogName(dir, 'restore');
     const lazyStart = Date.now();
-    const lazyStarting = lazy ? this.startLazyPages(criu.path, dir, logName.replace(/^restore/, 'lazy-pages'), req.deadline) : undefined;
+    const lazyStarting = lazy ? this.startLazyPages(criu, dir, logName.replace(/^restore/, 'lazy-pages'), req.deadline, fromSource) : undefined;
     const stopLazy = async (): Promise<void> => {
       const d = await lazyStarting;
       if (d && !('error' in d)) d.run.kill('abort');
@@ -917,7 +1021,7 @@ export class CriuEngine implements CheckpointEngine {
     // process that is still exiting (on one machine: the source itself, tearing down gigabytes of memory) gets
     // as long as the deadline allows. A live, unrelated process is a conflict at once.
     let waitedForPidsMs: number | undefined;
-    if (manifest && manifest.pids.some((p) => pidExists(p))) {
+    if (manifest && !manifest.pidNamespace && manifest.pids.some((p) => pidExists(p))) {
       const waitStarted = Date.now();
       await waitGone(manifest.pids, Math.min(this.releaseTimeoutMs, Math.max(0, req.deadline - Date.now() - needMs)));
       const dying = async () => (await Promise.all(manifest.pids.filter((p) => pidExists(p)).map(readProcStat))).every((st) => st === undefined || isDying(st));
@@ -968,7 +1072,7 @@ export class CriuEngine implements CheckpointEngine {
         if ('error' in daemon) return engineFailure('retryable', 'RESTORE_FAILED', daemon.error, started, { logPath: daemon.logPath });
         lazyDaemon = daemon;
       }
-      const exit = await startCriu(criu.path, args, { deadline: req.deadline, signal: guard.signal }).done;
+      const exit = await startCriu(criu, args, { deadline: req.deadline, signal: guard.signal }).done;
       phases.restore = Date.now() - t;
       if (exit.code !== 0) {
         await stopLazy();
@@ -1019,7 +1123,7 @@ export class CriuEngine implements CheckpointEngine {
         }
         phases.hooksAfter = Date.now() - th;
       }
-      return engineOk({ task: restored, phases, logPath, ...(memorySettled ? { memorySettled } : {}) }, started);
+      return engineOk({ task: restored, phases, logPath, ...(memorySettled ? { memorySettled } : {}), ...(postCopy ? { postCopy } : {}) }, started);
     } catch (err) {
       await stopLazy();
       if (err instanceof Aborted) return abortedFailure(err.reason, 'restore', started, { logPath });
@@ -1030,23 +1134,65 @@ export class CriuEngine implements CheckpointEngine {
   }
 
   /**
+   * Keeps a received post-copy image's page channel for its restore. Unclaimed after a while (the restore never
+   * came), it is closed: the source then lets the task run there again.
+   */
+  private keepPostCopyChannel(migrationId: string, channel: Socket): void {
+    this.takePostCopyChannel(migrationId)?.destroy();
+    channel.on('error', () => undefined);
+    const timer = setTimeout(() => this.takePostCopyChannel(migrationId)?.destroy(), POST_COPY_CLAIM_MS);
+    timer.unref();
+    this.postCopyChannels.set(migrationId, { channel, timer });
+  }
+
+  private takePostCopyChannel(migrationId: string): Socket | undefined {
+    const kept = this.postCopyChannels.get(migrationId);
+    if (!kept) return undefined;
+    clearTimeout(kept.timer);
+    this.postCopyChannels.delete(migrationId);
+    return kept.channel.destroyed ? undefined : kept.channel;
+  }
+
+  /**
+   * The rest of a post-copy checkpoint: waits for the dump to serve the last page, then kills the tree here; if the
+   * transfer failed CRIU has let the tree run here again, which is reported (see CheckpointResult.pagesSettled).
+   */
+  private async settlePostCopy(run: CriuRun, rootPid: number, pids: number[], imagesDir: string, logPath: string): Promise<NonNullable<CheckpointResult['pagesSettled']> extends Promise<infer T> ? T : never> {
+    const t = Date.now();
+    const exit = await run.done;
+    const ms = Date.now() - t;
+    if (exit.code === 0 && !exit.killedFor) {
+      signalAll(pids, 'SIGKILL');
+      await waitDead(pids, this.releaseTimeoutMs);
+      // (CRIU's stats-dump is written before the pages move, and says nothing of them.)
+      let lazyPages = 0;
+      for (const f of await listFiles(imagesDir)) if (/^pagemap-\d+\.img$/.test(f.name)) lazyPages += lazyPagesInPagemap(await readFile(join(imagesDir, f.name)));
+      return { ok: true, ms, bytes: lazyPages * 4096 };
+    }
+    const state = await taskState(rootPid);
+    const why = exit.killedFor ? `was killed (${exit.killedFor})` : `exited ${exit.code ?? exit.signal ?? '?'}`;
+    return { ok: false, ms, message: `post-copy: criu dump ${why} before the target had every page; the task is ${state} on the source (see ${logPath})`, taskState: state };
+  }
+
+  /**
    * Starts `criu lazy-pages` for a post-copy restore and waits for its socket (the restore connects to it). Its own
    * deadline is the restore's: a fill still running then is killed, and so is the task (settleLazyPages).
    */
-  private async startLazyPages(binary: string, dir: string, logName: string, deadline: number): Promise<LazyPagesDaemon | { error: string; logPath: string }> {
+  private async startLazyPages(binary: CriuBinary, dir: string, logName: string, deadline: number, fromSource?: Socket): Promise<LazyPagesDaemon | { error: string; logPath: string }> {
     const logPath = join(dir, logName);
-    const socket = join(dir, 'lazy-pages.socket');
-    await rm(socket, { force: true });
-    const run = startCriu(binary, buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel }), { deadline });
-    let exited: CriuExit | undefined;
-    void run.done.then((e) => (exited = e));
-    const until = Date.now() + 5_000;
-    while (!existsSync(socket)) {
-      if (exited || Date.now() > until) {
-        run.kill('abort');
-        return { error: `criu lazy-pages did not start (${exited ? `exit ${exited.code}` : 'no socket after 5 s'}); see ${logPath}`, logPath };
-      }
-      await new Promise((r) => setTimeout(r, 5));
+    await rm(join(dir, 'lazy-pages.socket'), { force: true });
+    const run = startCriu(
+      binary,
+      buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel, statusFd: 3, ...(fromSource ? { fromSource: { psSocketFd: 0 } } : {}) }),
+      { deadline, pageSocket: true, ...(fromSource ? { stdinSocket: fromSource } : {}) },
+    );
+    // The daemon owns the source's page channel now (closing it later tells the source the transfer failed).
+    fromSource?.destroy();
+    // Ready: CRIU's status byte on fd 3; not ready: fd 3 closed without it, the daemon's exit, or 5 s of nothing.
+    if (!(await criuReady(run, 5_000))) {
+      run.kill('abort');
+      const exited = await Promise.race([run.done, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]);
+      return { error: `criu lazy-pages did not start (${exited && !exited.killedFor ? `exit ${exited.code}` : 'no ready status within 5 s'}); see ${logPath}`, logPath };
     }
     return { run, logPath, startedAt: Date.now() };
   }
@@ -1070,4 +1216,25 @@ export class CriuEngine implements CheckpointEngine {
     const f = classifyCriuFailure(action, await readText(logPath), exit.stderr, exit.code);
     return engineFailure(f.status, f.code, describeCriuFailure(action, f, logPath), started, { logPath, cause: { exitCode: exit.code, signal: exit.signal, errors: f.errors } });
   }
+}
+
+/**
+ * Waits for CRIU's status byte on fd 3 (`--status-fd 3`, given as `pageSocket`): true when it came, false when the
+ * fd closed without it or CRIU exited first.
+ */
+function criuReady(run: CriuRun, timeoutMs?: number): Promise<boolean> {
+  const status = run.pageSocket;
+  return new Promise<boolean>((resolve) => {
+    const timer = timeoutMs !== undefined ? setTimeout(() => settle(false), timeoutMs) : undefined;
+    function settle(v: boolean): void {
+      if (timer) clearTimeout(timer);
+      status?.destroy();
+      resolve(v);
+    }
+    if (!status) return settle(false);
+    status.once('data', () => settle(true));
+    status.once('end', () => settle(false));
+    status.once('error', () => settle(false));
+    void run.done.then(() => settle(false));
+  });
 }

@@ -215,3 +215,33 @@ export function parseRestoreStats(image: Buffer): CriuRestoreStats | undefined {
     return undefined;
   }
 }
+
+/** pagemap_entry flags (images/pagemap.proto): the range is in the parent image, left for lazy pages, in pages-N.img. */
+const PE_LAZY = 2;
+
+/**
+ * Pages of a `pagemap-N.img` left for the target to pull (post-copy): the sum of `nr_pages` of entries flagged
+ * lazy. The image: two magic words, then entries of a 32-bit length and a message — a `pagemap_head`, then
+ * `pagemap_entry`s (vaddr = 1, flags = 4, nr_pages = 5; CRIU before 3.x: compat_nr_pages = 2).
+ */
+export function lazyPagesInPagemap(image: Buffer): number {
+  let pos = 8;
+  let first = true;
+  let pages = 0;
+  while (pos + 4 <= image.length) {
+    const len = image.readUInt32LE(pos);
+    pos += 4;
+    if (pos + len > image.length) break;
+    if (!first) {
+      try {
+        const e = readFields(image, pos, pos + len);
+        if (num(e, 4) & PE_LAZY) pages += num(e, 5) || num(e, 2);
+      } catch {
+        break;
+      }
+    }
+    first = false;
+    pos += len;
+  }
+  return pages;
+}

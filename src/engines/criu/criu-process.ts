@@ -7,6 +7,8 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { CriuBinary } from './criu-binary.js';
+import { criuCommand } from './criu-binary.js';
 
 const OUTPUT_TAIL_BYTES = 64 * 1024;
 
@@ -47,11 +49,13 @@ function tail(s: string): string {
   return s.length > OUTPUT_TAIL_BYTES ? s.slice(-OUTPUT_TAIL_BYTES) : s;
 }
 
-export function startCriu(binary: string, args: readonly string[], opts: StartCriuOptions): CriuRun {
+/** Starts `criu ARGS…`: `binary` is a located CRIU (run directly where it can be) or a path. */
+export function startCriu(binary: Pick<CriuBinary, 'path' | 'exec'> | string, args: readonly string[], opts: StartCriuOptions): CriuRun {
   const started = Date.now();
   const stdio: ('ignore' | 'pipe' | Socket)[] = [opts.stdinSocket ?? 'ignore', 'pipe', 'pipe'];
   if (opts.pageSocket) stdio.push('pipe');
-  const child = spawn(binary, args, { stdio, detached: true, cwd: opts.cwd });
+  const command = criuCommand(typeof binary === 'string' ? { path: binary } : binary, args);
+  const child = spawn(command.file, command.args, { stdio, detached: true, cwd: opts.cwd });
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout = tail(stdout + d)));

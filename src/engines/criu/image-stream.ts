@@ -88,11 +88,19 @@ export interface StreamHello {
   estimatedBytes?: number;
   /** Id of a direct page channel the source opened (page-channel.ts); the target answers with PAGES_MODE. */
   pageChannel?: string;
+  /**
+   * The source offers post-copy: the task's memory stays on the source and the target's restore pulls it over the
+   * page channel after the task runs there. `pids` are the tree's pids (its restore needs them free on the target,
+   * unless the tree is a pid namespace of its own: `pidNamespace`).
+   */
+  postCopy?: { pids: number[]; pidNamespace: boolean };
 }
 
 export interface StreamPagesMode {
   /** The target's page server owns the page channel: the source's `criu dump` may use it. */
   direct: boolean;
+  /** The target takes the offered post-copy: it keeps the channel for its restore (no page server). */
+  postCopy?: boolean;
 }
 
 export interface StreamFile {
@@ -487,7 +495,8 @@ export class ImageStreamSender {
           if (!out || out.destroyed) continue; // replies after the dump closed its side are of no use
           if (!out.write(f.payload)) await waitDrain(out).catch(() => undefined);
         } else if (f.type === FRAME.PAGES_MODE) {
-          this.modeValue = { direct: parseJson<Partial<StreamPagesMode>>(f).direct === true };
+          const m = parseJson<Partial<StreamPagesMode>>(f);
+          this.modeValue = { direct: m.direct === true, postCopy: m.postCopy === true };
           this.mode?.resolve(this.modeValue);
         } else if (f.type === FRAME.ACK) {
           this.ackValue = parseJson<StreamAck>(f);
