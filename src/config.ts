@@ -64,6 +64,13 @@ export const CONFIG_OPTIONS = {
     default: 'false',
     description: 'Post-copy restore on this node as a target: a task runs again as soon as CRIU has rebuilt it and its memory follows from the received image (criu lazy-pages); downtime ends a stage sooner. GPU tasks are restored eagerly.',
   },
+  postCopy: {
+    flag: '--post-copy',
+    env: ['SPOTWATCH_POST_COPY'],
+    default: 'false',
+    description:
+      "Post-copy from this node as a source: the freeze moves everything but a task's memory, the target runs the task at once and pulls the memory from the frozen source (criu dump --lazy-pages). Downtime no longer grows with memory; the task runs slower until its memory is in. If the transfer breaks, the task runs here again. Raises fs.pipe-max-size to 4 MiB where CRIU needs it. Needs plain TCP between agents (no TLS); GPU tasks move eagerly.",
+  },
   heartbeatMs: { flag: '--heartbeat-interval', env: ['SPOTWATCH_HEARTBEAT_INTERVAL_MS'], default: '2000', description: 'Registry heartbeat interval in ms; a node is unhealthy after 3 missed heartbeats.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
 } as const satisfies Record<string, OptionSpec>;
@@ -127,6 +134,7 @@ export const configSchema = z.object({
   capacityPool: z.string().min(1).optional(),
   transparentHugepages: z.enum(['keep', 'always']),
   lazyRestore: boolString,
+  postCopy: boolString,
   migrateOn: z
     .string()
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))

@@ -119,6 +119,7 @@ export class Agent {
             // and resumes after the CUDA restore.
             hooks: [new TaskControlHook(), new CudaCheckpointHook({ checkpointBytesPerSec: this.deps.config.initialRates.gpu })],
             lazyRestore: this.deps.config.lazyRestore,
+            postCopy: this.deps.config.postCopy,
           }),
         gpuInfo: nodeGpus,
         logger: this.logger,

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { TaskControl } from '../engines/checkpoint-engine.js';
@@ -10,7 +10,7 @@ import { openRegistry, parseClientArgs } from './client-config.js';
 
 const HELP = `usage: spotwatch run [--id ID] [--priority N] [--mem-hint MiB] [--gpu-mem MiB] [--fallback F] [--log FILE]
                      [--prepare-url URL] [--resume-url URL] [--releasable-mib N]
-                     [--stage-url URL] [--staged-mib N] -- CMD ARGS…
+                     [--stage-url URL] [--staged-mib N] [--pid-namespace] -- CMD ARGS…
        spotwatch run --pid PID [--id ID] [--priority N] …
 
 Starts CMD under the local agent's care — in its own session, stdin from /dev/null and stdout/stderr to
@@ -38,6 +38,10 @@ default the hostname). With --pid, registers a process that is already running i
                staged), resume names where the staged files are on the node the task runs on.
                Needs --prepare-url and --resume-url
   --staged-mib how much the task writes when it stages (planning counts its transfer time)
+  --pid-namespace
+               run CMD as pid 1 of a pid namespace of its own (unshare --pid --fork), as a container's
+               process is: its restore gets a new namespace, so its pids never conflict where it lands,
+               and post-copy works between agents on one machine (the source holds the pids meanwhile)
   plus --redis-url, --queue-prefix, --node-id (flags or environment, as for the agent)
 `;
 
@@ -61,6 +65,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       'releasable-mib': { type: 'string' },
       'stage-url': { type: 'string' },
       'staged-mib': { type: 'string' },
+      'pid-namespace': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     io,
@@ -121,14 +126,19 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
     mkdirSync(dirname(logPath), { recursive: true });
     const out = openSync(logPath, 'a');
     try {
-      const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ['ignore', out, out] });
+      const inNamespace = values['pid-namespace'] === true;
+      // In a pid namespace: unshare stays outside as the parent; the task is its child, pid 1 inside, and leads a
+      // session of its own there (CRIU needs a namespace's session leaders inside it).
+      const line = inNamespace ? ['unshare', '--pid', '--fork', 'setsid', ...command] : command;
+      const child = spawn(line[0]!, line.slice(1), { detached: true, stdio: ['ignore', out, out] });
       const spawned = await new Promise<number>((resolve, reject) => {
         child.once('spawn', () => resolve(child.pid!));
         child.once('error', reject);
       }).catch((err: Error) => err);
-      if (spawned instanceof Error) return fail(`cannot start ${command[0]}: ${spawned.message}`);
-      pid = spawned;
+      if (spawned instanceof Error) return fail(`cannot start ${line[0]}: ${spawned.message}`);
       child.unref();
+      pid = inNamespace ? await namespaceInit(spawned) : spawned;
+      if (pid <= 0) return fail(`${command[0]} did not start in its pid namespace (see ${logPath})`);
     } finally {
       closeSync(out);
     }
@@ -166,4 +176,18 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
   } finally {
     await registry.close();
   }
+}
+
+/** The child `unshare --fork` started (the namespace's pid 1, as seen from here), or 0 if none came within 5 s. */
+async function namespaceInit(unsharePid: number): Promise<number> {
+  for (const until = Date.now() + 5000; Date.now() < until; ) {
+    try {
+      const first = readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim().split(/\s+/)[0];
+      if (first) return Number(first);
+    } catch {
+      return 0; // unshare is gone
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return 0;
 }

@@ -140,6 +140,11 @@ export interface EngineFailure {
   taskState?: TaskState;
   /** The engine's log for this call, where it keeps one. */
   logPath?: string;
+  /**
+   * For restores: false when the image cannot be restored anywhere else (post-copy from the source: its memory
+   * stayed there, and the source lets the task run again). Absent: the image is whole.
+   */
+  imageWhole?: false;
   durationMs: number;
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Config } from '../config.js';
-import type { CheckpointEngine, EngineFailure, EngineResult } from '../engines/checkpoint-engine.js';
+import type { CheckpointEngine, CheckpointResult, EngineFailure, EngineResult } from '../engines/checkpoint-engine.js';
 import { listenForImageStreams, tcpImageSink, type ImageStreamListener } from '../engines/criu/transport.js';
 import { estimateImageBytes, pidExists, processTree, signalAll, waitGone } from '../engines/criu/proc.js';
 import { gpuMemoryByPid } from '../engines/cuda/index.js';
@@ -299,7 +299,8 @@ export class NodeRuntime {
           { migrationId: current.id, taskId: task.id, target: target.id, bytes: value.imageBytes, ...(stagedBytes ? { stagedBytes } : {}), dataPath: value.dataPath, phases: value.phases },
           'checkpoint streamed and committed; the target restores it',
         );
-        pruneImage(localDir);
+        if (value.pagesSettled) this.track(this.afterPostCopy(current, task, value.pagesSettled, localDir));
+        else pruneImage(localDir);
         if (staged) rmSync(staged.directory, { recursive: true, force: true });
         return;
       }
@@ -312,6 +313,26 @@ export class NodeRuntime {
       }
       current = next;
     }
+  }
+
+  /**
+   * Post-copy: the target runs the task and pulls its memory from the frozen tree here. Once that is over the tree is
+   * gone (recorded with the bytes pulled), or — the transfer failed — it runs here again, and the registry says so.
+   */
+  private async afterPostCopy(migration: MigrationRecord, task: TaskRecord, settled: NonNullable<CheckpointResult['pagesSettled']>, localDir: string): Promise<void> {
+    const pages = await settled;
+    pruneImage(localDir);
+    const current = await this.registry.getMigration(migration.id);
+    if (pages.ok) {
+      this.o.metrics.bytesMovedTotal.inc(pages.bytes);
+      this.o.metrics.migrationPhaseSeconds.observe({ phase: 'source.postCopyPull' }, pages.ms / 1000);
+      await this.registry.updateMigration(migration.id, { bytesSent: (current?.bytesSent ?? 0) + pages.bytes, phases: { 'source.postCopyPull': pages.ms } });
+      this.logger.info({ migrationId: migration.id, taskId: task.id, bytes: pages.bytes, ms: pages.ms }, 'post-copy: the target has all of the task\'s memory; the source copy is gone');
+      return;
+    }
+    this.logger.warn({ migrationId: migration.id, taskId: task.id, err: pages.message }, 'post-copy transfer failed');
+    await this.registry.updateTask(task.id, pages.taskState === 'running' ? { state: 'running', nodeId: this.o.nodeId, pid: task.pid } : { state: 'failed' });
+    if (current && !current.outcome) await this.finish(current, 'failed', pages.message, { phase: 'failed' });
   }
 
   /** Asks the task to stage (task-stage.ts) within its share of the time left; undefined when it did not work out. */
@@ -570,10 +591,17 @@ export class NodeRuntime {
     if (result.status !== 'ok' || result.value.task.kind !== 'process' || fillFailed) {
       const code = result.status === 'ok' ? (fillFailed ? 'RESTORE_FAILED' : 'INTERNAL') : result.code;
       const why = result.status === 'ok' ? (fillFailed ? `RESTORE_FAILED: ${fillFailed}` : 'restored something that is not a process') : `${result.code}: ${result.message}`;
-      this.logger.warn({ migrationId: migration.id, err: why, log: result.status === 'ok' ? undefined : result.logPath }, 'restore failed; the image is whole, so it goes to another target');
+      const whole = result.status === 'ok' ? result.value.postCopy !== true : result.imageWhole !== false;
       await this.registry.release(this.o.nodeId, migration.reservationId);
       this.o.metrics.migrationsTotal.inc({ outcome: 'restore-failed', reason: code });
       const reason = `restore on ${this.o.nodeId} failed: ${why}`;
+      if (!whole) {
+        // Post-copy: the memory never left the source, which lets the task run again there and records that.
+        this.logger.warn({ migrationId: migration.id, err: why }, 'post-copy restore failed; the source runs the task again');
+        await this.finish(migration, 'failed', `${reason}; post-copy: the task's memory stayed on ${migration.sourceNodeId}, which runs it again`, { phase: 'failed' });
+        return;
+      }
+      this.logger.warn({ migrationId: migration.id, err: why, log: result.status === 'ok' ? undefined : result.logPath }, 'restore failed; the image is whole, so it goes to another target');
       if (task && (await this.forward(migration, task, directory, reason))) return;
       await this.finish(migration, 'failed', `${reason}; no other target could take the image (kept in ${directory})`, { phase: 'failed' });
       if (task) await this.registry.updateTask(task.id, { state: 'failed' });

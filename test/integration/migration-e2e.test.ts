@@ -161,6 +161,26 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
   });
 
+  it('a source with --post-copy moves everything but the memory in the freeze; the target runs the task and pulls the rest: same tokens', async () => {
+    c = await cluster();
+    await c.startNode('node-a', { extraArgs: ['--post-copy', 'true'] });
+    await c.startNode('node-b', { zone: 'us-east-1b' });
+    // Its own pid namespace, as in a container: the source holds its pids until the memory has moved.
+    const toy = await c.runToy('node-a', { id: 'toy-postcopy', stateMib: 128, tokens: 250, intervalMs: 20, runArgs: ['--pid-namespace'] });
+    await c.interrupt('node-a');
+    const migration = await migrationReported(c, 'toy-postcopy');
+    expect(migration).toMatchObject({ outcome: 'migrated', targetNodeId: 'node-b', dataPath: 'post-copy' });
+    expect(migration.phases['target.memoryFill']).toBeGreaterThan(0);
+    // The freeze carried a few MiB; the 128 MiB of state followed after the task ran on node-b.
+    const pulled = await waitFor('the source to record the pulled memory', 10_000, async () => (await c!.registry.getMigration(migration.id))?.phases['source.postCopyPull']);
+    expect(pulled).toBeGreaterThan(0);
+    expect((await c.registry.getMigration(migration.id))!.bytesSent).toBeGreaterThan(128 * 1048576);
+    expect(migration.downtimeMs!).toBeLessThan(migration.finishedAt! - migration.frozenAt!);
+    await toyFinished(toy.out);
+    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
+    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+  });
+
   it('a task that cooperates releases its weights before the checkpoint and rebuilds them after the restore: fewer bytes, same tokens', async () => {
     c = await twoNodes();
     const { port, base } = await controlEndpoint();

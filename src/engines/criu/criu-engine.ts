@@ -976,6 +976,13 @@ export class CriuEngine implements CheckpointEngine {
   }
 
   async restore(req: RestoreRequest): Promise<EngineResult<RestoreResult>> {
+    const result = await this.restoreImage(req);
+    // A post-copy image holds no memory: it cannot go to another target (its source runs the task again).
+    if (result.status !== 'ok' && (await this.readManifest(req.source.path))?.postCopy) result.imageWhole = false;
+    return result;
+  }
+
+  private async restoreImage(req: RestoreRequest): Promise<EngineResult<RestoreResult>> {
     const started = Date.now();
     const pre = this.precheck(req, 'restore', started);
     if (pre) return pre;
