@@ -42,7 +42,7 @@ export async function run(argv: string[]): Promise<void> {
 
     process.stdout.write('\nmigration of the toy LLM between two agents (image dirs on tmpfs)\n');
     printTable(
-      ['state', 'image', 'raw TCP MB/s', 'transfer MB/s', 'transfer ratio', 'whole dump MB/s', 'ratio', 'dump alone', 'restore alone', 'raw transfer', 'slowest stage', 'downtime eager', 'ratio', 'downtime lazy', 'ratio', '1st token lazy', 'memory fill'],
+      ['state', 'image', 'raw TCP MB/s', 'transfer MB/s', 'transfer ratio', 'whole dump MB/s', 'ratio', 'dump alone', 'restore alone', 'raw transfer', 'slowest stage', 'downtime eager', 'ratio', 'downtime lazy', 'ratio', 'downtime post-copy', 'ratio', 'in the freeze', '1st token post-copy', 'pull MB/s'],
       results.map((r) => [
         `${r.stateMib} MiB`,
         `${round(r.imageBytes / MiB, 1)} MiB`,
@@ -57,25 +57,32 @@ export async function run(argv: string[]): Promise<void> {
         `${round(r.slowestStageMs, 0)} ms`,
         `${r.eagerDowntimeMs} ms`,
         round(r.eagerDowntimeRatio, 2),
+        `${r.lazyDowntimeMs} ms`,
+        round(r.lazyDowntimeRatio, 2),
         `${r.downtimeMs} ms`,
         round(r.downtimeRatio, 2),
+        `${round(r.postCopyFreezeBytes / MiB, 1)} MiB`,
         `${r.firstTokenMs} ms`,
-        `${r.memoryFillMs ?? '-'} ms`,
+        round(r.pullMBps, 0),
       ]),
     );
     process.stdout.write(`\nplanning ${plan.notices} noticed nodes × ${plan.tasksPerNode} tasks against ${plan.healthy} healthy nodes: ${round(plan.seconds, 3)} s, ${plan.placed} placed, ${plan.fallbacks} fallbacks, ${plan.overcommits} overcommitted nodes (target < 2 s, 0)\n`);
     process.stdout.write('targets: transfer ratio ≥ 0.8 of raw loopback TCP; downtime ≤ 1.25 × the slowest single stage\n');
-    process.stdout.write('downtime = frozen on node-a → running on node-b (the registry\'s); lazy = --lazy-restore (post-copy: the task runs before its memory is in place, which then follows from the received image: "memory fill"); 1st token = frozen → the first token the task wrote after it\n');
+    process.stdout.write('downtime = frozen on node-a → running on node-b (the registry\'s); eager = streamed dump, restore with every page in place; lazy = streamed dump, --lazy-restore on the target (its memory follows from the received image); post-copy = --post-copy on the source (the freeze moves everything but the memory, the target runs the task and pulls the memory from the frozen source: "pull"); 1st token = frozen → the first token the task wrote after it (post-copy: its first step faults its memory in over the network)\n');
+    process.stdout.write('the toy runs as pid 1 of its own pid namespace (as in a container) in every mode and stage: both "nodes" share this machine\'s pids\n');
     process.stdout.write(`${repeat} runs of everything: stages alone and raw TCP = the fastest run, migrations = the run with the median downtime, transfer = the median rate; every run is in the JSON details\n`);
     process.stdout.write('transfer = image bytes over CRIU\'s page-write time + the image files\' transfer; whole dump = over the whole `criu dump` wall time\n');
-    const worst = <K extends 'transferRatio' | 'downtimeRatio' | 'eagerDowntimeRatio' | 'streamRatio'>(k: K, pick: (a: number, b: number) => number) => (results.length > 0 ? results.map((r) => r[k]).reduce((a, b) => pick(a, b)) : NaN);
+    const worst = <K extends 'transferRatio' | 'downtimeRatio' | 'eagerDowntimeRatio' | 'lazyDowntimeRatio' | 'streamRatio' | 'pullRatio'>(k: K, pick: (a: number, b: number) => number) =>
+      results.length > 0 ? results.map((r) => r[k]).reduce((a, b) => pick(a, b)) : NaN;
     finish(
       'migrate',
       {
         bench: 'migrate',
         transferRatio: round(worst('transferRatio', Math.min), 3),
         downtimeRatio: round(worst('downtimeRatio', Math.max), 3),
+        downtimeRatioLazy: round(worst('lazyDowntimeRatio', Math.max), 3),
         downtimeRatioEager: round(worst('eagerDowntimeRatio', Math.max), 3),
+        pullRatio: round(worst('pullRatio', Math.min), 3),
         streamRatio: round(worst('streamRatio', Math.min), 3),
         planSeconds: round(plan.seconds, 3),
         overcommits: plan.overcommits,
@@ -87,6 +94,11 @@ export async function run(argv: string[]): Promise<void> {
           streamRatio: round(r.streamRatio, 3),
           downtimeRatio: round(r.downtimeRatio, 3),
           firstTokenMs: r.firstTokenMs,
+          postCopyFreezeMiB: round(r.postCopyFreezeBytes / MiB, 1),
+          pullMBps: round(r.pullMBps, 0),
+          lazyDowntimeMs: r.lazyDowntimeMs,
+          lazyDowntimeRatio: round(r.lazyDowntimeRatio, 3),
+          lazyFirstTokenMs: r.lazyFirstTokenMs,
           memoryFillMs: r.memoryFillMs,
           eagerDowntimeMs: r.eagerDowntimeMs,
           eagerDowntimeRatio: round(r.eagerDowntimeRatio, 3),
@@ -100,11 +112,16 @@ export async function run(argv: string[]): Promise<void> {
   }
 }
 
-/** Starts the toy LLM in its own session; resolves once it decodes. */
+/**
+ * Starts the toy LLM in its own session, as pid 1 of a pid namespace of its own (as a container's process is, and
+ * as `spotwatch run --pid-namespace` starts one): post-copy keeps the source's copy (and its pids) until the memory
+ * has moved, and both "nodes" share this machine's pids. Every mode and every stage runs on such a toy. Resolves
+ * once it decodes.
+ */
 async function startToy(dir: string, stateMib: number): Promise<{ pid: number; out: string }> {
   const out = join(dir, `toy-${stateMib}-${randomBytes(2).toString('hex')}.tokens`);
   const err = openSync(join(dir, 'toy.err'), 'a');
-  const child = spawn(process.execPath, [TOY, '--prompt-tokens', '64', '--state-mib', String(stateMib), '--tokens', '0', '--interval-ms', '20', '--prefill-rounds', '50', '--out', out], {
+  const child = spawn('unshare', ['--pid', '--fork', 'setsid', process.execPath, TOY, '--prompt-tokens', '64', '--state-mib', String(stateMib), '--tokens', '0', '--interval-ms', '20', '--prefill-rounds', '50', '--out', out], {
     detached: true,
     stdio: ['ignore', 'ignore', err],
     env: { ...process.env, UV_USE_IO_URING: '0' },
@@ -112,11 +129,14 @@ async function startToy(dir: string, stateMib: number): Promise<{ pid: number; o
   closeSync(err);
   child.unref();
   const deadline = Date.now() + 60_000;
+  const children = `/proc/${child.pid}/task/${child.pid}/children`;
   while (!(existsSync(out) && /^\d+ \d+$/m.test(readFileSync(out, 'utf8')))) {
     if (Date.now() > deadline) throw new Error(`toy LLM (${stateMib} MiB) did not start decoding`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { pid: child.pid!, out };
+  const pid = Number(readFileSync(children, 'utf8').trim().split(/\s+/)[0]);
+  if (!(pid > 0)) throw new Error('the toy LLM is not unshare\'s child');
+  return { pid, out };
 }
 
 /** Raw loopback TCP: the time to push `bytes` through one socket, nothing else. */
@@ -197,13 +217,21 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
     // the run with the median downtime of each mode is reported (all downtimes too).
     const eagerRuns: Awaited<ReturnType<typeof migrateOnce>>[] = [];
     const lazyRuns: Awaited<ReturnType<typeof migrateOnce>>[] = [];
+    const postCopyRuns: Awaited<ReturnType<typeof migrateOnce>>[] = [];
     for (let i = 0; i < repeat; i++) {
-      eagerRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, false));
-      lazyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, true));
+      eagerRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'eager'));
+      lazyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'lazy'));
+      postCopyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'postcopy'));
     }
     const downtimeOf = (r: (typeof eagerRuns)[number]) => r.migration.downtimeMs ?? NaN;
     const eager = medianRun(eagerRuns, downtimeOf);
     const lazy = medianRun(lazyRuns, downtimeOf);
+    const postCopy = medianRun(postCopyRuns, downtimeOf);
+    // Post-copy's bulk moves after the task runs again: the target pulls it (CRIU's lazy-pages over the channel).
+    const pullMBps = medianRun(
+      postCopyRuns.map(({ pulled }) => (pulled ? pulled.bytes / MiB / (pulled.ms / 1000) : NaN)),
+      (x) => x,
+    );
     const m = eager.migration;
     // Transfer rate: the image's bytes over the time they were moving — CRIU's own page-write time (pages leaving
     // `criu dump` into the page channel, paced by the wire) plus the image files' transfer; the median over every
@@ -236,10 +264,18 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
       wireMBpsRuns: rates.map((r) => Math.round(r.wire)),
       rawTransferMs,
       slowestStageMs,
-      // The pipelined path (post-copy) is the headline; the eager restore's figures stay beside it.
-      downtimeMs: lazy.migration.downtimeMs ?? NaN,
-      downtimeRatio: (lazy.migration.downtimeMs ?? NaN) / slowestStageMs,
-      firstTokenMs: lazy.firstTokenMs,
+      // The pipelined path (post-copy from the source) is the headline; the streamed modes' figures stay beside it.
+      downtimeMs: postCopy.migration.downtimeMs ?? NaN,
+      downtimeRatio: (postCopy.migration.downtimeMs ?? NaN) / slowestStageMs,
+      firstTokenMs: postCopy.firstTokenMs,
+      postCopyFreezeBytes: postCopy.frozenBytes,
+      pullMBps,
+      pullRatio: pullMBps / rawMBps,
+      postCopyDowntimeRuns: postCopyRuns.map(downtimeOf),
+      postCopyPhases: postCopy.migration.phases,
+      lazyDowntimeMs: lazy.migration.downtimeMs ?? NaN,
+      lazyDowntimeRatio: (lazy.migration.downtimeMs ?? NaN) / slowestStageMs,
+      lazyFirstTokenMs: lazy.firstTokenMs,
       memoryFillMs: lazy.migration.phases['target.memoryFill'],
       eagerDowntimeMs: m.downtimeMs ?? NaN,
       eagerDowntimeRatio: (m.downtimeMs ?? NaN) / slowestStageMs,
@@ -252,13 +288,16 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
   }
 }
 
+/** eager: streamed dump, eager restore; lazy: streamed dump, `--lazy-restore`; postcopy: `--post-copy` on the source. */
+type MigrationMode = 'eager' | 'lazy' | 'postcopy';
+
 /**
- * One migration of a fresh toy between two fresh agents (restoring lazily or not). Also watches the toy's token file:
+ * One migration of a fresh toy between two fresh agents (in one of the modes). Also watches the toy's token file:
  * `firstTokenMs` is the freeze to the first token written after it (the task's own view of its downtime; with a lazy
  * restore it includes the page faults of its first decode step).
  */
-async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, baseDir: string | undefined, lazyRestore: boolean) {
-  const env = { UV_USE_IO_URING: '0', ...(lazyRestore ? { SPOTWATCH_LAZY_RESTORE: 'true' } : {}) };
+async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, baseDir: string | undefined, mode: MigrationMode) {
+  const env = { UV_USE_IO_URING: '0', ...(mode === 'lazy' ? { SPOTWATCH_LAZY_RESTORE: 'true' } : mode === 'postcopy' ? { SPOTWATCH_POST_COPY: 'true' } : {}) };
   const cluster = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: [bin] }, baseDir, env });
   const growth: { t: number; size: number }[] = [];
   let watching: NodeJS.Timeout | undefined;
@@ -266,7 +305,7 @@ async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, 
     await cluster.startNode('node-a');
     await cluster.startNode('node-b', { zone: 'us-east-1b' });
     const toy = await startToy(scratch, stateMib);
-    const id = `toy-${stateMib}-${lazyRestore ? 'lazy' : 'eager'}`;
+    const id = `toy-${stateMib}-${mode}`;
     execFileSync(process.execPath, [bin, 'run', '--pid', String(toy.pid), '--id', id, '--node-id', 'node-a'], { env: cluster.env });
     // Let the agent measure the task's memory before the notice (planning sizes the reservation from it).
     await new Promise((r) => setTimeout(r, 1000));
@@ -281,11 +320,25 @@ async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, 
       const m = task?.lastMigrationId ? await cluster.registry.getMigration(task.lastMigrationId) : undefined;
       if (m?.outcome) {
         if (m.outcome !== 'migrated') throw new Error(`migration of ${stateMib} MiB ${m.outcome}: ${m.reason}`);
+        if ((mode === 'postcopy') !== (m.dataPath === 'post-copy')) throw new Error(`a ${mode} migration took the path "${m.dataPath}"`);
         const frozenAt = m.frozenAt ?? NaN;
         const atFreeze = [...growth].reverse().find((g) => g.t <= frozenAt)?.size ?? 0;
         let first: { t: number } | undefined;
         for (const until = Date.now() + 5000; !(first = growth.find((g) => g.t > frozenAt && g.size > atFreeze)) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
-        return { migration: m, firstTokenMs: first ? first.t - frozenAt : NaN };
+        // Post-copy: the source records the memory the target pulled once it is all there.
+        let pulled: { bytes: number; ms: number } | undefined;
+        let frozenBytes = m.bytesSent;
+        if (mode === 'postcopy') {
+          for (const until = Date.now() + 60_000; !pulled && Date.now() < until; ) {
+            const now = await cluster.registry.getMigration(m.id);
+            if (now?.postCopyBytes !== undefined && now.phases['source.postCopyPull'] !== undefined) {
+              pulled = { bytes: now.postCopyBytes, ms: now.phases['source.postCopyPull'] };
+              frozenBytes = now.bytesSent - now.postCopyBytes;
+            } else await new Promise((r) => setTimeout(r, 50));
+          }
+          if (!pulled) throw new Error(`post-copy of ${stateMib} MiB: the source never recorded the pulled memory`);
+        }
+        return { migration: m, firstTokenMs: first ? first.t - frozenAt : NaN, pulled, frozenBytes };
       }
       if (Date.now() > deadline) throw new Error(`migration of ${stateMib} MiB did not finish in 180 s`);
       await new Promise((r) => setTimeout(r, 100));

@@ -326,7 +326,7 @@ export class NodeRuntime {
     if (pages.ok) {
       this.o.metrics.bytesMovedTotal.inc(pages.bytes);
       this.o.metrics.migrationPhaseSeconds.observe({ phase: 'source.postCopyPull' }, pages.ms / 1000);
-      await this.registry.updateMigration(migration.id, { bytesSent: (current?.bytesSent ?? 0) + pages.bytes, phases: { 'source.postCopyPull': pages.ms } });
+      await this.registry.updateMigration(migration.id, { bytesSent: (current?.bytesSent ?? 0) + pages.bytes, postCopyBytes: pages.bytes, phases: { 'source.postCopyPull': pages.ms } });
       this.logger.info({ migrationId: migration.id, taskId: task.id, bytes: pages.bytes, ms: pages.ms }, 'post-copy: the target has all of the task\'s memory; the source copy is gone');
       return;
     }

@@ -78,6 +78,8 @@ export interface MigrationRecord {
   bytesSent: number;
   /** Bytes the task staged and the target received ahead of the freeze (task-stage.ts), when it staged. */
   stagedBytes?: number | undefined;
+  /** Post-copy from the source: bytes the target pulled after the task ran there (also counted in bytesSent). */
+  postCopyBytes?: number | undefined;
   /** How the checkpoint's bulk travelled, in the engine's words (e.g. `direct channel (native pump)`). */
   dataPath?: string | undefined;
   plannedAt: number;

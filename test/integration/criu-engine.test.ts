@@ -388,7 +388,9 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     expect(memory.ok).toBe(false);
     expect(rs.task.kind === 'process' && (await taskState(rs.task.pid))).toBe('gone');
     expect(pages).toMatchObject({ ok: false, taskState: 'running' });
-    expect(pages.ok ? '' : pages.message).toMatch(/post-copy: criu dump exited .* before the target had every page; the task is running on the source/);
+    // CRIU's page server may take the daemon's end for "done" (a clean close) or see the connection reset: either
+    // way the target did not confirm, and the source's tree runs again.
+    expect(pages.ok ? '' : pages.message).toMatch(/^post-copy: (the target did not confirm every page in place|criu dump exited .* before the target had every page).*; the task is running on the source/);
     // It decodes on: every line is the uninterrupted run's (the target's copy may have written a few of them already,
     // which the source writes again), and no token is missing.
     const before = readOut(toy.out).tokens.length;

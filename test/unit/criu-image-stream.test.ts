@@ -104,6 +104,37 @@ describe('image stream sender → receiver', () => {
     receiver.close();
   });
 
+  it('post-copy: the stream stays open after COMMIT until the target says every page is in place (FILLED), or why not', async () => {
+    const commitAndWait = async (answer: (r: ImageStreamReceiver) => void): Promise<unknown> => {
+      const [src, dst] = await socketPair();
+      const sender = new ImageStreamSender(src);
+      const receiver = new ImageStreamReceiver(dst);
+      sender.hello({ migrationId: 'pc', engine: 'criu', postCopy: { pids: [7], pidNamespace: true } });
+      expect((await receiver.readHello('pc')).postCopy).toEqual({ pids: [7], pidNamespace: true });
+      const receiving = receiver.receive(tmp(), undefined);
+      const acked = sender.finish({ files: [], pageBytes: 0 });
+      await receiving;
+      await receiver.ack({ files: 0, bytes: 0 });
+      await acked;
+      const committing = receiver.awaitCommit();
+      await sender.commit({ sourceStopped: true }, { awaitFilled: true });
+      await committing;
+      answer(receiver);
+      return sender.filled().then(
+        () => 'filled',
+        (e: unknown) => e,
+      );
+    };
+    expect(await commitAndWait((r) => r.filled())).toBe('filled');
+    const refused = await commitAndWait((r) => r.notFilled('the lazy-pages daemon died'));
+    expect(refused).toBeInstanceOf(ImageStreamError);
+    expect((refused as ImageStreamError).message).toMatch(/the lazy-pages daemon died/);
+    // A target that just goes away (a clean close) is not a confirmation.
+    const gone = await commitAndWait((r) => r.close());
+    expect(gone).toBeInstanceOf(ImageStreamError);
+    expect((gone as ImageStreamError).message).toMatch(/closed the connection before every page was in place/);
+  });
+
   it('refuses a stream for another migration', async () => {
     const [src, dst] = await socketPair();
     new ImageStreamSender(src).hello({ migrationId: 'other', engine: 'criu' });

@@ -58,7 +58,7 @@ import { buildDumpArgs, buildLazyPagesArgs, buildPageServerArgs, buildRestoreArg
 import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
 import { classifyCriuFailure, describeCriuFailure, lazyPagesInPagemap, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
-import { startCriu } from './criu-process.js';
+import { startCriu, statusFdOf } from './criu-process.js';
 import { locatePagePump, pagePumpMode, startNativePagePump } from './native-page-pump.js';
 import type { CriuExit, CriuRun } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
@@ -139,6 +139,13 @@ export interface CriuEngineOptions {
 }
 
 /** A running `criu lazy-pages` (post-copy restore). */
+/** A received post-copy image's way back to its source: the page channel, and the stream to confirm the fill on. */
+interface PostCopySource {
+  channel: Socket;
+  stream: ImageStreamReceiver;
+  timer: NodeJS.Timeout;
+}
+
 interface LazyPagesDaemon {
   run: CriuRun;
   logPath: string;
@@ -300,7 +307,7 @@ export class CriuEngine implements CheckpointEngine {
   private readonly opts: CriuEngineOptions;
   private readonly rates: CriuRates;
   /** Post-copy page channels of received images, by migration id, until their restore takes them. */
-  private readonly postCopyChannels = new Map<string, { channel: Socket; timer: NodeJS.Timeout }>();
+  private readonly postCopyChannels = new Map<string, PostCopySource>();
   /** With post-copy on: what its node setup did (known once CRIU has been located). */
   private postCopySetup: string | undefined;
   /** What became of CRIU's kernel-feature cache (known once CRIU has been located). */
@@ -636,7 +643,8 @@ export class CriuEngine implements CheckpointEngine {
         phases.connect = Date.now() - t;
       }
 
-      // With post-copy CRIU serves the channel itself (request / reply), as it does with SPOTWATCH_PAGE_PUMP=criu.
+      // CRIU uses the channel itself with post-copy (requests in, pages out: measured, 64 MiB pulled in 0.75 s this
+      // way, 1.1-1.3 s through the pump) and with SPOTWATCH_PAGE_PUMP=criu.
       const criuOwnsChannel = channel !== undefined && (postCopy || pagePumpMode() === 'criu');
       const args = buildDumpArgs({
         ...options,
@@ -647,14 +655,19 @@ export class CriuEngine implements CheckpointEngine {
         linkRemap: this.opts.linkRemap ?? true,
         after: req.leaveRunning ? 'leave-running' : 'leave-stopped',
         freezeTimeoutSec: Math.min(10, Math.max(1, (req.deadline - Date.now()) / 2000)),
-        ...(postCopy ? { lazyPages: { psSocketFd: 0 }, statusFd: 3 } : dest.kind === 'stream' ? { pageServer: { psSocketFd: criuOwnsChannel ? 0 : 3 } } : {}),
+        ...(postCopy
+          ? { lazyPages: { psSocketFd: criuOwnsChannel ? 0 : 3 }, statusFd: statusFdOf({ pageSocket: !criuOwnsChannel }) }
+          : dest.kind === 'stream'
+            ? { pageServer: { psSocketFd: criuOwnsChannel ? 0 : 3 } }
+            : {}),
         ...(this.opts.extraDumpArgs ? { extraArgs: this.opts.extraDumpArgs } : {}),
       });
       const pumpBinary = channel && !criuOwnsChannel ? await locatePagePump() : undefined;
       const dumpStart = Date.now();
       progress({ phase: 'dump', bytes: 0, estimatedBytes: estimate.imageBytes });
       const run = startCriu(criu, args, {
-        ...(criuOwnsChannel && channel ? { stdinSocket: channel, pageSocket: postCopy } : { pageSocket: dest.kind === 'stream' }),
+        ...(criuOwnsChannel && channel ? { stdinSocket: channel } : { pageSocket: dest.kind === 'stream' }),
+        statusPipe: postCopy,
         deadline: req.deadline,
         signal: guard.signal,
       });
@@ -668,14 +681,7 @@ export class CriuEngine implements CheckpointEngine {
         kill.unref();
         void run.done.finally(() => clearTimeout(kill));
       };
-      if (sender && postCopy && channel) {
-        // Post-copy: CRIU serves the channel until the target has every page; a broken stream stops the dump.
-        channel.destroy();
-        sender.onFailure((err) => {
-          relayError ??= err;
-          abortDump();
-        });
-      } else if (sender && criuOwnsChannel && channel) {
+      if (sender && criuOwnsChannel && channel) {
         // `criu dump` writes the channel itself (SPOTWATCH_PAGE_PUMP=criu: measurement only; no byte progress
         // during the dump, and on loopback a ~200 ms retransmission stall at its end, docs/migration-performance.md).
         channel.destroy(); // CRIU has its own descriptor now
@@ -687,7 +693,10 @@ export class CriuEngine implements CheckpointEngine {
         // Pages go unframed into the direct channel, whose other end is the target's page server: through the
         // native pump when it is built (native-page-pump.ts), else through this event loop.
         const ch = channel;
-        const onPageBytes = (bytes: number): void => progress({ phase: 'transfer', bytes: sender!.bytesSent + bytes, estimatedBytes: estimate.imageBytes });
+        // (Post-copy: the pump moves the memory after the checkpoint has returned; that is not this call's progress.)
+        const onPageBytes = (bytes: number): void => {
+          if (!servingDump) progress({ phase: 'transfer', bytes: sender!.bytesSent + bytes, estimatedBytes: estimate.imageBytes });
+        };
         const pump = pumpBinary ? startNativePagePump(pumpBinary, ch, run.pageSocket, onPageBytes) : undefined;
         relay = (pump ? pump.done : pumpPages(run.pageSocket, ch, onPageBytes)).catch((err: unknown) => {
           relayError = err;
@@ -713,7 +722,8 @@ export class CriuEngine implements CheckpointEngine {
       const ready = postCopy ? await criuReady(run) : false;
       if (ready) servingDump = run;
       const exit: CriuExit = postCopy && ready ? { code: 0, signal: null, stdout: '', stderr: '', durationMs: Date.now() - dumpStart } : await run.done;
-      const pageBytesSent = await guard.race(relay).catch((err: unknown) => {
+      // (Post-copy: the relay carries the memory until the target has it all: settlePostCopy waits for it.)
+      const pageBytesSent = ready ? 0 : await guard.race(relay).catch((err: unknown) => {
         relayError ??= err;
         return 0;
       });
@@ -801,7 +811,7 @@ export class CriuEngine implements CheckpointEngine {
       }
       if (sender) {
         try {
-          await sender.commit({ sourceStopped: !req.leaveRunning });
+          await sender.commit({ sourceStopped: !req.leaveRunning }, { awaitFilled: postCopy });
         } catch {
           // the target has the whole image; it learns of the commit or reports the broken stream itself
         }
@@ -820,7 +830,7 @@ export class CriuEngine implements CheckpointEngine {
           phases,
           logPath,
           dataPath: dest.kind === 'directory' ? 'directory' : postCopy ? 'post-copy' : !direct ? 'relay' : criuOwnsChannel ? 'direct channel (criu)' : `direct channel (${pumpBinary ? 'native pump' : 'agent pump'})`,
-          ...(postCopy ? { pagesSettled: this.settlePostCopy(run, task.pid, pids, imagesDir, logPath) } : {}),
+          ...(postCopy && sender ? { pagesSettled: this.settlePostCopy(run, relay, sender, { root: task.pid, pids, wasStopped }, imagesDir, logPath, req.deadline) } : {}),
         },
         started,
       );
@@ -925,8 +935,9 @@ export class CriuEngine implements CheckpointEngine {
       }
       await guard.race(receiver.ack({ files: (await listFiles(req.directory)).length, bytes: receiver.bytesReceived }));
       const commit = await guard.race(receiver.awaitCommit());
-      receiver.close();
-      if (postCopyChannel) this.keepPostCopyChannel(hello.migrationId, postCopyChannel);
+      // (Post-copy: the stream stays open; the restore tells the source when every page is in place.)
+      if (!postCopyChannel) receiver.close();
+      if (postCopyChannel) this.keepPostCopyChannel(hello.migrationId, postCopyChannel, receiver);
       return engineOk(
         {
           directory: req.directory,
@@ -976,13 +987,26 @@ export class CriuEngine implements CheckpointEngine {
   }
 
   async restore(req: RestoreRequest): Promise<EngineResult<RestoreResult>> {
-    const result = await this.restoreImage(req);
-    // A post-copy image holds no memory: it cannot go to another target (its source runs the task again).
-    if (result.status !== 'ok' && (await this.readManifest(req.source.path))?.postCopy) result.imageWhole = false;
+    const manifest = await this.readManifest(req.source.path);
+    if (!manifest?.postCopy) return this.restoreImage(req, undefined);
+    // Post-copy from the source: its memory is behind the page channel this image came with, and the source waits to
+    // hear whether it all arrived here before it drops its copy.
+    const source = this.takePostCopySource(manifest.migrationId);
+    const result = await this.restoreImage(req, source?.channel);
+    if (result.status !== 'ok') {
+      source?.stream.notFilled(result.message);
+      result.imageWhole = false; // it cannot go to another target: the source runs the task again
+      return result;
+    }
+    result.value.memorySettled = result.value.memorySettled?.then((settled) => {
+      if (settled.ok) source?.stream.filled();
+      else source?.stream.notFilled(settled.message);
+      return settled;
+    });
     return result;
   }
 
-  private async restoreImage(req: RestoreRequest): Promise<EngineResult<RestoreResult>> {
+  private async restoreImage(req: RestoreRequest, fromSource: Socket | undefined): Promise<EngineResult<RestoreResult>> {
     const started = Date.now();
     const pre = this.precheck(req, 'restore', started);
     if (pre) return pre;
@@ -1012,8 +1036,7 @@ export class CriuEngine implements CheckpointEngine {
     const eager = new Set(this.hooks.filter((h) => h.eagerRestore).map((h) => h.name));
     // Post-copy from the source: the memory is still there, behind the page channel this image came with.
     const postCopy = manifest?.postCopy === true;
-    const fromSource = postCopy ? this.takePostCopyChannel(manifest.migrationId) : undefined;
-    if (postCopy && !fromSource) {
+    if (postCopy && (!fromSource || fromSource.destroyed)) {
       return engineFailure('fatal', 'IMAGE_INVALID', `${dir} is a post-copy image: its memory is on the source, and the page channel to it is gone (only the node that received the stream can restore it, within ${POST_COPY_CLAIM_MS / 1000} s)`, started);
     }
     const lazy = postCopy || (this.opts.lazyRestore === true && !(manifest?.hooks ?? []).some((name) => eager.has(name)));
@@ -1141,44 +1164,71 @@ export class CriuEngine implements CheckpointEngine {
   }
 
   /**
-   * Keeps a received post-copy image's page channel for its restore. Unclaimed after a while (the restore never
-   * came), it is closed: the source then lets the task run there again.
+   * Keeps a received post-copy image's page channel (and its stream, to confirm the fill) for its restore.
+   * Unclaimed after a while (the restore never came), both are closed: the source then runs the task again.
    */
-  private keepPostCopyChannel(migrationId: string, channel: Socket): void {
-    this.takePostCopyChannel(migrationId)?.destroy();
+  private keepPostCopyChannel(migrationId: string, channel: Socket, stream: ImageStreamReceiver): void {
+    this.dropPostCopySource(migrationId, 'replaced by a newer stream for the same migration');
     channel.on('error', () => undefined);
-    const timer = setTimeout(() => this.takePostCopyChannel(migrationId)?.destroy(), POST_COPY_CLAIM_MS);
+    const timer = setTimeout(() => this.dropPostCopySource(migrationId, `no restore within ${POST_COPY_CLAIM_MS / 1000} s`), POST_COPY_CLAIM_MS);
     timer.unref();
-    this.postCopyChannels.set(migrationId, { channel, timer });
+    this.postCopyChannels.set(migrationId, { channel, stream, timer });
   }
 
-  private takePostCopyChannel(migrationId: string): Socket | undefined {
+  private takePostCopySource(migrationId: string): PostCopySource | undefined {
     const kept = this.postCopyChannels.get(migrationId);
     if (!kept) return undefined;
     clearTimeout(kept.timer);
     this.postCopyChannels.delete(migrationId);
-    return kept.channel.destroyed ? undefined : kept.channel;
+    return kept;
+  }
+
+  private dropPostCopySource(migrationId: string, why: string): void {
+    const kept = this.takePostCopySource(migrationId);
+    kept?.stream.notFilled(`post-copy restore on the target did not happen: ${why}`);
+    kept?.channel.destroy();
   }
 
   /**
-   * The rest of a post-copy checkpoint: waits for the dump to serve the last page, then kills the tree here; if the
-   * transfer failed CRIU has let the tree run here again, which is reported (see CheckpointResult.pagesSettled).
+   * The rest of a post-copy checkpoint: the dump serves the memory until the target's daemon is done; the tree is
+   * killed here only once the target confirms every page is in place (FILLED). CRIU's lazy page server takes a plain
+   * close of the page connection for "done" — a target that dies cleanly would look like success — so without the
+   * confirmation the tree, left stopped, runs here again. A dump that fails has let it run again itself.
    */
-  private async settlePostCopy(run: CriuRun, rootPid: number, pids: number[], imagesDir: string, logPath: string): Promise<NonNullable<CheckpointResult['pagesSettled']> extends Promise<infer T> ? T : never> {
+  private async settlePostCopy(
+    run: CriuRun,
+    relay: Promise<number>,
+    sender: ImageStreamSender,
+    tree: { root: number; pids: number[]; wasStopped: boolean },
+    imagesDir: string,
+    logPath: string,
+    deadline: number,
+  ): Promise<NonNullable<CheckpointResult['pagesSettled']> extends Promise<infer T> ? T : never> {
     const t = Date.now();
-    const exit = await run.done;
-    const ms = Date.now() - t;
-    if (exit.code === 0 && !exit.killedFor) {
-      signalAll(pids, 'SIGKILL');
-      await waitDead(pids, this.releaseTimeoutMs);
+    const confirmed = Promise.race([
+      sender.filled().then(
+        () => undefined,
+        (err: unknown) => describe(err),
+      ),
+      new Promise<string>((r) => setTimeout(() => r('the deadline passed'), Math.max(0, deadline - Date.now())).unref()),
+    ]);
+    const [exit] = await Promise.all([run.done, relay]);
+    const notFilled = exit.code === 0 && !exit.killedFor ? await confirmed : undefined;
+    if (exit.code === 0 && !exit.killedFor && notFilled === undefined) {
+      signalAll(tree.pids, 'SIGKILL');
+      await waitDead(tree.pids, this.releaseTimeoutMs);
       // (CRIU's stats-dump is written before the pages move, and says nothing of them.)
       let lazyPages = 0;
       for (const f of await listFiles(imagesDir)) if (/^pagemap-\d+\.img$/.test(f.name)) lazyPages += lazyPagesInPagemap(await readFile(join(imagesDir, f.name)));
-      return { ok: true, ms, bytes: lazyPages * 4096 };
+      return { ok: true, ms: Date.now() - t, bytes: lazyPages * 4096 };
     }
-    const state = await taskState(rootPid);
-    const why = exit.killedFor ? `was killed (${exit.killedFor})` : `exited ${exit.code ?? exit.signal ?? '?'}`;
-    return { ok: false, ms, message: `post-copy: criu dump ${why} before the target had every page; the task is ${state} on the source (see ${logPath})`, taskState: state };
+    sender.destroy();
+    const state = await this.settleSource(tree.root, tree.pids, tree.wasStopped);
+    const why =
+      notFilled !== undefined
+        ? `the target did not confirm every page in place (${notFilled})`
+        : `criu dump ${exit.killedFor ? `was killed (${exit.killedFor})` : `exited ${exit.code ?? exit.signal ?? '?'}`} before the target had every page`;
+    return { ok: false, ms: Date.now() - t, message: `post-copy: ${why}; the task is ${state} on the source (see ${logPath})`, taskState: state };
   }
 
   /**
@@ -1190,8 +1240,8 @@ export class CriuEngine implements CheckpointEngine {
     await rm(join(dir, 'lazy-pages.socket'), { force: true });
     const run = startCriu(
       binary,
-      buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel, statusFd: 3, ...(fromSource ? { fromSource: { psSocketFd: 0 } } : {}) }),
-      { deadline, pageSocket: true, ...(fromSource ? { stdinSocket: fromSource } : {}) },
+      buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel, statusFd: statusFdOf({}), ...(fromSource ? { fromSource: { psSocketFd: 0 } } : {}) }),
+      { deadline, statusPipe: true, ...(fromSource ? { stdinSocket: fromSource } : {}) },
     );
     // The daemon owns the source's page channel now (closing it later tells the source the transfer failed).
     fromSource?.destroy();
@@ -1226,11 +1276,11 @@ export class CriuEngine implements CheckpointEngine {
 }
 
 /**
- * Waits for CRIU's status byte on fd 3 (`--status-fd 3`, given as `pageSocket`): true when it came, false when the
+ * Waits for CRIU's status byte (`--status-fd`, started with `statusPipe`): true when it came, false when the
  * fd closed without it or CRIU exited first.
  */
 function criuReady(run: CriuRun, timeoutMs?: number): Promise<boolean> {
-  const status = run.pageSocket;
+  const status = run.status;
   return new Promise<boolean>((resolve) => {
     const timer = timeoutMs !== undefined ? setTimeout(() => settle(false), timeoutMs) : undefined;
     function settle(v: boolean): void {

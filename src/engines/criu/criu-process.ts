@@ -28,6 +28,8 @@ export interface CriuRun {
   child: ChildProcess;
   /** CRIU's end of the socketpair at fd 3, when `pageSocket` was asked for. */
   pageSocket?: Duplex;
+  /** Our end of the status pipe (`statusPipe`: the next fd after 2 or after the page socket). */
+  status?: Duplex;
   done: Promise<CriuExit>;
   kill(reason: 'deadline' | 'abort'): void;
 }
@@ -35,6 +37,8 @@ export interface CriuRun {
 export interface StartCriuOptions {
   /** Give the child a socketpair at fd 3 (for `--ps-socket 3`). */
   pageSocket?: boolean;
+  /** Give the child one more fd for `--status-fd` (3, or 4 after a page socket); see {@link statusFdOf}. */
+  statusPipe?: boolean;
   /**
    * Give the child this connected socket as its stdin (for `--ps-socket 0`): libuv makes a child's fds 0–2
    * blocking, which CRIU needs. The caller closes its own descriptor right after the spawn (page-channel.ts).
@@ -54,6 +58,7 @@ export function startCriu(binary: Pick<CriuBinary, 'path' | 'exec'> | string, ar
   const started = Date.now();
   const stdio: ('ignore' | 'pipe' | Socket)[] = [opts.stdinSocket ?? 'ignore', 'pipe', 'pipe'];
   if (opts.pageSocket) stdio.push('pipe');
+  if (opts.statusPipe) stdio.push('pipe');
   const command = criuCommand(typeof binary === 'string' ? { path: binary } : binary, args);
   const child = spawn(command.file, command.args, { stdio, detached: true, cwd: opts.cwd });
   let stdout = '';
@@ -96,5 +101,12 @@ export function startCriu(binary: Pick<CriuBinary, 'path' | 'exec'> | string, ar
   const run: CriuRun = { child, done, kill };
   const sock = child.stdio[3];
   if (opts.pageSocket && sock) run.pageSocket = sock as Duplex;
+  const status = child.stdio[statusFdOf(opts)];
+  if (opts.statusPipe && status) run.status = status as Duplex;
   return run;
+}
+
+/** The fd number a CRIU started with these options has its status pipe at (for `--status-fd`). */
+export function statusFdOf(opts: Pick<StartCriuOptions, 'pageSocket'>): number {
+  return opts.pageSocket ? 4 : 3;
 }

@@ -71,6 +71,11 @@ export const FRAME = {
   PAGES_CHANNEL: 11,
   /** Target → source, in answer to a HELLO that offered a page channel: `{ direct }` (false: relay the pages). */
   PAGES_MODE: 12,
+  /**
+   * Target → source after a post-copy COMMIT: `{}` once every page of the task is in place on the target. Only then
+   * may the source drop its frozen copy (CRIU's lazy page server takes a plain close for "done").
+   */
+  FILLED: 13,
 } as const;
 
 const FRAME_NAMES = Object.fromEntries(Object.entries(FRAME).map(([k, v]) => [v, k])) as Record<number, string>;
@@ -448,6 +453,8 @@ export class ImageStreamSender {
   private modeValue: StreamPagesMode | undefined;
   private readonly failureListeners: ((err: ImageStreamError) => void)[] = [];
   private ackValue: StreamAck | undefined;
+  private filledValue = false;
+  private filledWaiter: Deferred<void> | undefined;
   private failure: ImageStreamError | undefined;
   private committed = false;
   /** Bytes sent so far (pages and files). */
@@ -501,6 +508,9 @@ export class ImageStreamSender {
         } else if (f.type === FRAME.ACK) {
           this.ackValue = parseJson<StreamAck>(f);
           this.ack?.resolve(this.ackValue);
+        } else if (f.type === FRAME.FILLED) {
+          this.filledValue = true;
+          this.filledWaiter?.resolve();
         } else if (f.type === FRAME.ERROR) {
           throw peerError(f);
         } else {
@@ -508,8 +518,11 @@ export class ImageStreamSender {
         }
       }
       if (!this.committed) this.fail(transportError('the receiver closed the connection'));
+      this.filledWaiter?.reject(transportError('the receiver closed the connection before every page was in place'));
     } catch (err) {
-      this.fail(err instanceof ImageStreamError ? err : transportError((err as Error).message, err));
+      const e = err instanceof ImageStreamError ? err : transportError((err as Error).message, err);
+      this.fail(e);
+      this.filledWaiter?.reject(e);
     }
   }
 
@@ -644,13 +657,34 @@ export class ImageStreamSender {
     return acked;
   }
 
-  /** Sends COMMIT and closes the connection once it is flushed. */
-  async commit(c: StreamCommit): Promise<void> {
+  /** Sends COMMIT and closes the connection once it is flushed (post-copy: keeps it open for FILLED). */
+  async commit(c: StreamCommit, opts: { awaitFilled?: boolean } = {}): Promise<void> {
     this.check();
     this.committed = true;
+    if (opts.awaitFilled) {
+      this.filledWaiter ??= deferred<void>();
+      this.filledWaiter.promise.catch(() => undefined);
+      if (this.filledValue) this.filledWaiter.resolve();
+    }
     this.w.json(FRAME.COMMIT, c);
+    if (opts.awaitFilled) return;
     this.conn.end();
     await Promise.race([once(this.conn, 'finish'), once(this.conn, 'close')]).catch(() => undefined);
+  }
+
+  /**
+   * After `commit(…, { awaitFilled: true })`: resolves when the target reports every page in place (FILLED), rejects
+   * when it reports a failure or the connection ends first. Closes the connection either way.
+   */
+  async filled(): Promise<void> {
+    const w = this.filledWaiter;
+    if (!w) throw new Error('filled() needs commit(…, { awaitFilled: true })');
+    try {
+      await w.promise;
+    } finally {
+      this.conn.end();
+      setTimeout(() => this.conn.destroy(), 1000).unref();
+    }
   }
 
   /** Tells the receiver why the stream stops, then closes. Never throws. */
@@ -802,6 +836,18 @@ export class ImageStreamReceiver {
     this.w.json(FRAME.PAGES_MODE, m);
   }
 
+  /** Post-copy: every page of the task is in place here; the source may drop its copy. Closes the stream. */
+  filled(): void {
+    this.w.json(FRAME.FILLED, {});
+    this.conn.end();
+  }
+
+  /** Post-copy: the memory did not all arrive; the source keeps (and resumes) its copy. Closes the stream. */
+  notFilled(message: string): void {
+    this.w.json(FRAME.ERROR, { code: 'RESTORE_FAILED', status: 'retryable', message } satisfies StreamErrorPayload);
+    this.conn.end();
+  }
+
   /** Counts page bytes that arrived over a direct page channel. */
   countDirectPages(bytes: number): void {
     this.count(bytes);
@@ -842,4 +888,20 @@ export class ImageStreamReceiver {
   destroy(): void {
     this.conn.destroy();
   }
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: unknown) => void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
 }
