@@ -22,6 +22,7 @@
  *   what state the task was left in.
  */
 import { randomBytes } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { release } from 'node:os';
@@ -170,7 +171,7 @@ export interface CriuImageManifest {
   /** Page bytes sent through the page server (stream) or written (directory). */
   pageBytes: number;
   streamed: boolean;
-  /** Names of the hooks that applied to the task at the checkpoint (e.g. `cuda`). */
+  /** Names of the hooks that applied to the task at the checkpoint (e.g. `cuda`); only these run at its restore. Absent (older images): all do. */
   hooks?: string[];
   /** The tree's root is the init of a pid namespace of its own: its restore gets a new one, so its pids need not be free. */
   pidNamespace?: boolean;
@@ -270,10 +271,12 @@ async function isEmptyOrAbsent(dir: string): Promise<boolean> {
 
 /** Regular files of a directory, sorted, with sizes. */
 async function listFiles(dir: string): Promise<StreamFile[]> {
+  // Synchronous on purpose: an image directory holds a few dozen files, and this runs inside the task's downtime,
+  // where one thread-pool round trip per file cost several ms.
   const out: StreamFile[] = [];
-  for (const name of (await readdir(dir)).sort()) {
-    const st = await stat(join(dir, name));
-    if (st.isFile()) out.push({ name, size: st.size });
+  for (const name of readdirSync(dir).sort()) {
+    const st = statSync(join(dir, name), { throwIfNoEntry: false });
+    if (st?.isFile()) out.push({ name, size: st.size });
   }
   return out;
 }
@@ -770,7 +773,7 @@ export class CriuEngine implements CheckpointEngine {
       if (postCopy) manifest.postCopy = true;
       if (task.id !== undefined) manifest.taskId = task.id;
       if (task.control !== undefined) manifest.taskControl = task.control;
-      if (hooks.length) manifest.hooks = hooks.map((h) => h.name);
+      manifest.hooks = hooks.map((h) => h.name);
       await writeFile(join(imagesDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 
       let imageBytes: number;
@@ -1074,7 +1077,9 @@ export class CriuEngine implements CheckpointEngine {
     const hookCtx: HookContext = { task, migrationId: req.migrationId, deadline: req.deadline, signal: guard.signal, pids: [], ...(req.stagedDirectory ? { stagedDirectory: req.stagedDirectory } : {}) };
     let lazyDaemon: LazyPagesDaemon | undefined;
     try {
-      const hooks = this.hooks;
+      // The hooks that applied at the checkpoint (all of them for an image that does not say).
+      const applied = manifest?.hooks;
+      const hooks = applied ? this.hooks.filter((h) => applied.includes(h.name)) : this.hooks;
       if (hooks.length) {
         const t = Date.now();
         const r = await this.runHooks('beforeRestore', hooks, { ...hookCtx, directory: dir });
