@@ -140,9 +140,12 @@ export interface CriuEngineOptions {
 }
 
 /** A running `criu lazy-pages` (post-copy restore). */
-/** A received post-copy image's way back to its source: the page channel, and the stream to confirm the fill on. */
+/**
+ * A received post-copy image's way back to its source: its lazy-pages daemon, started on the page channel as soon as
+ * the image files were in (before the COMMIT, off the critical path), and the stream to confirm the fill on.
+ */
 interface PostCopySource {
-  channel: Socket;
+  daemon: Promise<LazyPagesDaemon | { error: string; logPath: string }>;
   stream: ImageStreamReceiver;
   timer: NodeJS.Timeout;
 }
@@ -723,6 +726,7 @@ export class CriuEngine implements CheckpointEngine {
       // Post-copy: the dump is "done" for now when CRIU reports ready (frozen part over, images written); it goes on
       // serving the memory to the target and exits once the last page has left (pagesSettled below).
       const ready = postCopy ? await criuReady(run) : false;
+      const readyAt = Date.now();
       if (ready) servingDump = run;
       const exit: CriuExit = postCopy && ready ? { code: 0, signal: null, stdout: '', stderr: '', durationMs: Date.now() - dumpStart } : await run.done;
       // (Post-copy: the relay carries the memory until the target has it all: settlePostCopy waits for it.)
@@ -745,7 +749,7 @@ export class CriuEngine implements CheckpointEngine {
       const criuFrozenAt = stats
         ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000))
         : postCopy
-          ? (seizedAtFromLog(await readText(logPath), dumpStart) ?? dumpStart)
+          ? seizedAtFromLog(await readText(logPath), dumpStart, readyAt)
           : dumpStart;
       const frozenAt = hooksStartedAt ?? criuFrozenAt;
       if (stats) {
@@ -888,10 +892,13 @@ export class CriuEngine implements CheckpointEngine {
     const guard = new CallGuard(req.deadline, req.signal);
     let pageServer: ReturnType<typeof startCriu> | undefined;
     let postCopyChannel: Socket | undefined;
+    let postCopyDaemon: PostCopySource['daemon'] | undefined;
+    const stopDaemon = (): void => void postCopyDaemon?.then((d) => 'run' in d && d.run.kill('abort'));
     const failWith = (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): EngineFailure => {
       receiver.abort({ code, status, message });
       pageServer?.kill('abort');
       postCopyChannel?.destroy();
+      stopDaemon();
       const extra: Partial<EngineFailure> = { logPath };
       if (cause !== undefined) extra.cause = cause;
       return engineFailure(status, code, message, started, extra);
@@ -937,10 +944,16 @@ export class CriuEngine implements CheckpointEngine {
         return failWith('fatal', 'IMAGE_INVALID', `the stream for ${hello.migrationId} ended without a complete CRIU image (no inventory.img / pstree.img)`);
       }
       await guard.race(receiver.ack({ files: (await listFiles(req.directory)).length, bytes: receiver.bytesReceived }));
-      const commit = await guard.race(receiver.awaitCommit());
+      if (postCopyChannel) {
+        // The daemon needs the image files only: it starts now, while the source commits (the restore connects to it).
+        postCopyDaemon = this.startLazyPages(criu, req.directory, 'lazy-pages.log', req.deadline, postCopyChannel);
+        postCopyDaemon.catch(() => undefined);
+      }
+      // (Post-copy: the daemon must hold the directory before the caller may move it — it opens it as it starts.)
+      const [commit] = await Promise.all([guard.race(receiver.awaitCommit()), postCopyDaemon]);
       // (Post-copy: the stream stays open; the restore tells the source when every page is in place.)
       if (!postCopyChannel) receiver.close();
-      if (postCopyChannel) this.keepPostCopyChannel(hello.migrationId, postCopyChannel, receiver);
+      if (postCopyDaemon) this.keepPostCopySource(hello.migrationId, postCopyDaemon, receiver);
       return engineOk(
         {
           directory: req.directory,
@@ -957,6 +970,7 @@ export class CriuEngine implements CheckpointEngine {
         receiver.abort({ code: f.code, status: f.status, message: f.message });
         pageServer?.kill('abort');
         postCopyChannel?.destroy();
+        stopDaemon();
         return f;
       }
       if (err instanceof ImageStreamError) {
@@ -995,7 +1009,7 @@ export class CriuEngine implements CheckpointEngine {
     // Post-copy from the source: its memory is behind the page channel this image came with, and the source waits to
     // hear whether it all arrived here before it drops its copy.
     const source = this.takePostCopySource(manifest.migrationId);
-    const result = await this.restoreImage(req, source?.channel);
+    const result = await this.restoreImage(req, source?.daemon);
     if (result.status !== 'ok') {
       source?.stream.notFilled(result.message);
       result.imageWhole = false; // it cannot go to another target: the source runs the task again
@@ -1009,7 +1023,7 @@ export class CriuEngine implements CheckpointEngine {
     return result;
   }
 
-  private async restoreImage(req: RestoreRequest, fromSource: Socket | undefined): Promise<EngineResult<RestoreResult>> {
+  private async restoreImage(req: RestoreRequest, preStarted: PostCopySource['daemon'] | undefined): Promise<EngineResult<RestoreResult>> {
     const started = Date.now();
     const pre = this.precheck(req, 'restore', started);
     if (pre) return pre;
@@ -1039,13 +1053,13 @@ export class CriuEngine implements CheckpointEngine {
     const eager = new Set(this.hooks.filter((h) => h.eagerRestore).map((h) => h.name));
     // Post-copy from the source: the memory is still there, behind the page channel this image came with.
     const postCopy = manifest?.postCopy === true;
-    if (postCopy && (!fromSource || fromSource.destroyed)) {
+    if (postCopy && !preStarted) {
       return engineFailure('fatal', 'IMAGE_INVALID', `${dir} is a post-copy image: its memory is on the source, and the page channel to it is gone (only the node that received the stream can restore it, within ${POST_COPY_CLAIM_MS / 1000} s)`, started);
     }
     const lazy = postCopy || (this.opts.lazyRestore === true && !(manifest?.hooks ?? []).some((name) => eager.has(name)));
     const logName = await freeLogName(dir, 'restore');
     const lazyStart = Date.now();
-    const lazyStarting = lazy ? this.startLazyPages(criu, dir, logName.replace(/^restore/, 'lazy-pages'), req.deadline, fromSource) : undefined;
+    const lazyStarting = lazy ? (preStarted ?? this.startLazyPages(criu, dir, logName.replace(/^restore/, 'lazy-pages'), req.deadline)) : undefined;
     const stopLazy = async (): Promise<void> => {
       const d = await lazyStarting;
       if (d && !('error' in d)) d.run.kill('abort');
@@ -1169,15 +1183,14 @@ export class CriuEngine implements CheckpointEngine {
   }
 
   /**
-   * Keeps a received post-copy image's page channel (and its stream, to confirm the fill) for its restore.
-   * Unclaimed after a while (the restore never came), both are closed: the source then runs the task again.
+   * Keeps a received post-copy image's lazy-pages daemon (and its stream, to confirm the fill) for its restore.
+   * Unclaimed after a while (the restore never came), the daemon is stopped: the source then runs the task again.
    */
-  private keepPostCopyChannel(migrationId: string, channel: Socket, stream: ImageStreamReceiver): void {
+  private keepPostCopySource(migrationId: string, daemon: PostCopySource['daemon'], stream: ImageStreamReceiver): void {
     this.dropPostCopySource(migrationId, 'replaced by a newer stream for the same migration');
-    channel.on('error', () => undefined);
     const timer = setTimeout(() => this.dropPostCopySource(migrationId, `no restore within ${POST_COPY_CLAIM_MS / 1000} s`), POST_COPY_CLAIM_MS);
     timer.unref();
-    this.postCopyChannels.set(migrationId, { channel, stream, timer });
+    this.postCopyChannels.set(migrationId, { daemon, stream, timer });
   }
 
   private takePostCopySource(migrationId: string): PostCopySource | undefined {
@@ -1190,8 +1203,9 @@ export class CriuEngine implements CheckpointEngine {
 
   private dropPostCopySource(migrationId: string, why: string): void {
     const kept = this.takePostCopySource(migrationId);
-    kept?.stream.notFilled(`post-copy restore on the target did not happen: ${why}`);
-    kept?.channel.destroy();
+    if (!kept) return;
+    kept.stream.notFilled(`post-copy restore on the target did not happen: ${why}`);
+    void kept.daemon.then((d) => 'run' in d && d.run.kill('abort'));
   }
 
   /**

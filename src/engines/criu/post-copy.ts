@@ -70,12 +70,18 @@ export function isPidNamespaceRoot(pid: number): boolean {
 }
 
 /**
- * When `criu dump` seized (froze) the tree, from its log's timestamps (seconds since CRIU started logging, which it
- * does right after its start): `startedAt` is when the dump was started, so CRIU's own start-up counts as frozen —
- * the error is on the safe side. Undefined when the log has no such line (log level below 3).
+ * When `criu dump` seized (froze) the tree, in wall-clock ms: its log stamps lines with seconds since CRIU started
+ * logging, so the seize is placed relative to the moment CRIU said it was ready (`readyAt`: when its status byte
+ * arrived here, a fraction of a ms after it wrote "Running status-ready scripts"). Without those lines (log level
+ * below 3) the dump's start is the answer: early, so downtime is over- rather than under-counted.
  */
-export function seizedAtFromLog(log: string, startedAt: number): number | undefined {
-  const m = /^\((\d+)\.(\d+)\) Seized task/m.exec(log);
-  if (!m) return undefined;
-  return startedAt + Math.round(Number(m[1]) * 1000 + Number(`0.${m[2]}`) * 1000);
+export function seizedAtFromLog(log: string, dumpStartedAt: number, readyAt: number): number {
+  const stamp = (re: RegExp): number | undefined => {
+    const m = re.exec(log);
+    return m ? Number(m[1]) * 1000 + Number(`0.${m[2]}`) * 1000 : undefined;
+  };
+  const seized = stamp(/^\((\d+)\.(\d+)\) Seized task/m);
+  const ready = stamp(/^\((\d+)\.(\d+)\) Running status-ready scripts/m);
+  if (seized === undefined || ready === undefined || ready < seized) return dumpStartedAt;
+  return Math.max(dumpStartedAt, Math.round(readyAt - (ready - seized)));
 }
