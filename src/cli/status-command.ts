@@ -98,8 +98,13 @@ export function renderStatus(nodes: (NodeState & { reserved: number })[], tasks:
         secs(m.downtimeMs),
         secs(m.finishedAt !== undefined ? m.finishedAt - m.plannedAt : undefined),
         secs(m.marginMs),
-        // What the task staged went before the freeze: shown beside the checkpoint's own bytes.
-        m.stagedBytes ? `${size(m.bytesSent)} +${size(m.stagedBytes)} staged` : size(m.bytesSent),
+        // What the task staged went before the freeze, what the target pulled (post-copy) after it: each shown beside
+        // what moved in the freeze.
+        m.stagedBytes
+          ? `${size(m.bytesSent)} +${size(m.stagedBytes)} staged`
+          : m.postCopyBytes
+            ? `${size(m.bytesSent - m.postCopyBytes)} +${size(m.postCopyBytes)} pulled`
+            : size(m.bytesSent),
         (m.reason ?? '').slice(0, 60),
       ]),
     ),

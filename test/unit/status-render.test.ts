@@ -32,12 +32,14 @@ describe('spotwatch status', () => {
       downtimeMs: 705, finishedAt: now - 1000, plannedAt: now - 4000, marginMs: 118_000,
     };
     const staged: MigrationRecord = { ...finished, id: 'm-2', taskId: 'decoder', bytesSent: 2300 * MiB, stagedBytes: 4100 * MiB };
-    const text = renderStatus([node], [task], [inflight, finished, staged], now);
+    const pulled: MigrationRecord = { ...finished, id: 'm-3', taskId: 'postcopy', bytesSent: 260 * MiB, postCopyBytes: 256 * MiB, dataPath: 'post-copy' };
+    const text = renderStatus([node], [task], [inflight, finished, staged, pulled], now);
     expect(text).toMatch(/node-b\s+healthy\s+no\s+on-demand\s+p5\/us-east-1b\s+32\.0 GiB\s+256 MiB\s+8× NVIDIA H100 80GB HBM3 \(600\.0 GiB free\)\s+1\.5 s ago/);
     expect(text).toMatch(/decode-0\s+node-a\s+4242\s+migrating\s+512 MiB\s+16\.0 GiB\s+10\s+stop/);
     expect(text).toMatch(/m-1\s+decode-0\s+node-a → node-b\s+transferring\s+\[#####---------------\] 25% 250 MiB\/1000 MiB\s+2\.00 s\s+110\.0 s/);
     expect(text).toMatch(/m-0\s+toy\s+node-a → node-b\s+migrated\s+0\.71 s\s+3\.00 s\s+118\.0 s\s+266 MiB\s+restored on node-b as pid 99/);
     expect(text).toMatch(/m-2\s+decoder\s+node-a → node-b\s+migrated\s+.*2\.2 GiB \+4\.0 GiB staged\s+restored/);
+    expect(text).toMatch(/m-3\s+postcopy\s+node-a → node-b\s+migrated\s+.*4 MiB \+256 MiB pulled\s+restored/);
   });
 
   it('says why and until when a node is draining: its notice and the deadline, or since when', () => {
