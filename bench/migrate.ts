@@ -272,6 +272,7 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
       pullMBps,
       pullRatio: pullMBps / rawMBps,
       postCopyDowntimeRuns: postCopyRuns.map(downtimeOf),
+      postCopyRunPhases: postCopyRuns.map((r) => r.migration.phases),
       postCopyPhases: postCopy.migration.phases,
       lazyDowntimeMs: lazy.migration.downtimeMs ?? NaN,
       lazyDowntimeRatio: (lazy.migration.downtimeMs ?? NaN) / slowestStageMs,
