@@ -28,11 +28,14 @@ const TOY_ARGS = ['--prompt-tokens', '256', '--state-mib', '256', '--tokens', '4
 export async function demoCommand(argv: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { 'poll-interval': { type: 'string', default: '250' }, 'log-level': { type: 'string', default: 'warn' }, help: { type: 'boolean', short: 'h' } },
+    options: { 'poll-interval': { type: 'string', default: '250' }, 'log-level': { type: 'string', default: 'warn' }, 'post-copy': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     strict: true,
   });
   if (values.help) {
-    io.stdout.write('usage: spotwatch demo [--poll-interval MS] [--log-level LEVEL]\n\nRuns Redis (or uses REDIS_URL), two AWS metadata emulators and two agents locally, starts the toy LLM on node A,\nfires a spot interruption and follows the task to node B. The migration part needs root and CRIU 4 (scripts/install.sh).\n');
+    io.stdout.write(
+      'usage: spotwatch demo [--poll-interval MS] [--log-level LEVEL] [--post-copy]\n\nRuns Redis (or uses REDIS_URL), two AWS metadata emulators and two agents locally, starts the toy LLM on node A,\nfires a spot interruption and follows the task to node B. The migration part needs root and CRIU 4 (scripts/install.sh).\n' +
+        'With --post-copy, node A moves everything but the task\'s memory in the freeze and node B pulls the memory after the\ntask runs there (the toy then runs in a pid namespace of its own).\n',
+    );
     return EXIT.ok;
   }
   const say = (line: string) => io.stdout.write(`${line}\n`);
@@ -83,6 +86,7 @@ export async function demoCommand(argv: string[], io: CliIo): Promise<number> {
           imageDir: join(work, nodeId, 'images'),
           storageDir: join(work, nodeId, 'checkpoints'),
           heartbeatMs: '500',
+          postCopy: values['post-copy'] ? 'true' : 'false',
         },
         {},
         'agent',
@@ -112,7 +116,7 @@ export async function demoCommand(argv: string[], io: CliIo): Promise<number> {
       const captured: string[] = [];
       const sink = { write: (s: string) => captured.push(s) } as unknown as NodeJS.WritableStream;
       const code = await main(
-        ['run', '--id', 'toy-llm', '--node-id', 'node-a', '--redis-url', redisUrl, '--queue-prefix', prefix, '--log', join(work, 'toy.log'), '--', process.execPath, TOY, ...TOY_ARGS, '--out', out],
+        ['run', '--id', 'toy-llm', '--node-id', 'node-a', '--redis-url', redisUrl, '--queue-prefix', prefix, '--log', join(work, 'toy.log'), ...(values['post-copy'] ? ['--pid-namespace'] : []), '--', process.execPath, TOY, ...TOY_ARGS, '--out', out],
         { ...io, stdout: sink, stderr: sink, env: { ...io.env, UV_USE_IO_URING: '0' } },
       );
       if (code !== 0) throw new Error(`spotwatch run failed: ${captured.join('')}`);
@@ -155,9 +159,17 @@ export async function demoCommand(argv: string[], io: CliIo): Promise<number> {
     toyPid = task?.pid;
     const ms = (v: number | undefined) => (v === undefined ? '?' : `${Math.round(v)} ms`);
     say(`• planner: node-a draining; target node-b (on-demand, other zone), ${Math.round(m.estimatedBytes / 1048576)} MiB reserved atomically, estimate ${ms(m.estimatedMs)}`);
-    say(`• checkpoint on node-a: CRIU dump streamed to node-b while written — ${Math.round(m.bytesSent / 1048576)} MiB, dump+transfer ${ms(m.phases['source.dump'] ?? m.phases['source.transfer'])}`);
+    if (m.dataPath === 'post-copy') {
+      say(`• checkpoint on node-a (post-copy): CRIU froze the task and moved everything but its memory — ${((m.bytesSent - (m.postCopyBytes ?? 0)) / 1048576).toFixed(1)} MiB, dump ${ms(m.phases['source.dump'])}, files ${ms(m.phases['source.transfer'])}`);
+    } else {
+      say(`• checkpoint on node-a: CRIU dump streamed to node-b while written — ${Math.round(m.bytesSent / 1048576)} MiB, dump+transfer ${ms(m.phases['source.dump'] ?? m.phases['source.transfer'])}`);
+    }
     say(`• restore on node-b: receive ${ms(m.phases.receive)}, CRIU restore ${ms(m.phases['target.restore'])}; running again as pid ${m.newPid}`);
     say(`• downtime (frozen on node-a → running on node-b): ${ms(m.downtimeMs)}; deadline margin ${ms(m.marginMs)}`);
+    if (m.dataPath === 'post-copy') {
+      const pulled = await waitUntil(60_000, async () => (await registry!.getMigration(m.id))?.postCopyBytes !== undefined).then(() => registry!.getMigration(m.id));
+      say(`• memory pulled from node-a while the task ran on node-b: ${Math.round((pulled?.postCopyBytes ?? 0) / 1048576)} MiB in ${ms(pulled?.phases['source.postCopyPull'])}; node-a's frozen copy dropped once node-b confirmed every page`);
+    }
     await waitUntil(60_000, () => readFileSync(out, 'utf8').includes('# done'));
     const produced = tokens(out);
     const expected = execFileSync(process.execPath, [TOY, '--reference', ...TOY_ARGS], { encoding: 'utf8' }).split('\n').filter((l) => /^\d+ \d+$/.test(l));
