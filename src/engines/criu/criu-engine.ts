@@ -312,8 +312,8 @@ export class CriuEngine implements CheckpointEngine {
   readonly name = 'criu';
   private readonly opts: CriuEngineOptions;
   private readonly rates: CriuRates;
-  /** Post-copy page channels of received images, by migration id, until their restore takes them. */
-  private readonly postCopyChannels = new Map<string, PostCopySource>();
+  /** Received post-copy images' ways back to their sources (lazy-pages daemon, stream), by migration id, until their restore takes them. */
+  private readonly postCopySources = new Map<string, PostCopySource>();
   /** With post-copy on: what its node setup did (known once CRIU has been located). */
   private postCopySetup: string | undefined;
   /** What became of CRIU's kernel-feature cache (known once CRIU has been located). */
@@ -1190,14 +1190,14 @@ export class CriuEngine implements CheckpointEngine {
     this.dropPostCopySource(migrationId, 'replaced by a newer stream for the same migration');
     const timer = setTimeout(() => this.dropPostCopySource(migrationId, `no restore within ${POST_COPY_CLAIM_MS / 1000} s`), POST_COPY_CLAIM_MS);
     timer.unref();
-    this.postCopyChannels.set(migrationId, { daemon, stream, timer });
+    this.postCopySources.set(migrationId, { daemon, stream, timer });
   }
 
   private takePostCopySource(migrationId: string): PostCopySource | undefined {
-    const kept = this.postCopyChannels.get(migrationId);
+    const kept = this.postCopySources.get(migrationId);
     if (!kept) return undefined;
     clearTimeout(kept.timer);
-    this.postCopyChannels.delete(migrationId);
+    this.postCopySources.delete(migrationId);
     return kept;
   }
 
