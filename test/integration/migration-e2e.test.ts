@@ -181,6 +181,45 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
   });
 
+  it('a post-copy whose target loses its page daemon leaves the task running on the source, recorded there, nothing missing', async () => {
+    c = await cluster();
+    await c.startNode('node-a', { extraArgs: ['--post-copy', 'true'] });
+    await c.startNode('node-b', { zone: 'us-east-1b' });
+    const toy = await c.runToy('node-a', { id: 'toy-postcopy-lost', stateMib: 256, tokens: 400, intervalMs: 20, runArgs: ['--pid-namespace'] });
+    const before = await c.registry.getTask('toy-postcopy-lost');
+    // node-b's lazy-pages daemon is killed as soon as it appears: node-b cannot get the memory.
+    const targetImages = join(c.dir, 'node-b', 'images');
+    const killer = setInterval(() => {
+      try {
+        execFileSync('pkill', ['-KILL', '-f', `lazy-pages -D ${targetImages}`]);
+      } catch {
+        // not there (yet)
+      }
+    }, 2);
+    try {
+      await c.interrupt('node-a');
+      const migration = await migrationReported(c, 'toy-postcopy-lost');
+      expect(migration.outcome).toBe('failed');
+      expect(migration.reason).toMatch(/post-copy/);
+      const task = await waitFor('the task to be recorded on node-a again', 20_000, async () => {
+        const t = await c!.registry.getTask('toy-postcopy-lost');
+        return t?.nodeId === 'node-a' && t.state === 'running' ? t : undefined;
+      });
+      expect(task.pid).toBe(before!.pid);
+    } finally {
+      clearInterval(killer);
+    }
+    // It decodes on node-a: every line is the uninterrupted run's (a target copy may have written some, which the
+    // source writes again), and no token is missing.
+    const count = tokenLines(toy.out).length;
+    await waitFor('the task to decode on node-a again', 10_000, () => (tokenLines(toy.out).length > count + 5 ? true : undefined));
+    const ref = reference(toy.args);
+    const got = tokenLines(toy.out);
+    for (const line of got) expect(ref).toContain(line);
+    const indices = [...new Set(got.map((l) => Number(l.split(' ')[0])))].sort((a, b) => a - b);
+    expect(indices).toEqual(indices.map((_, i) => indices[0]! + i));
+  });
+
   it('a task that cooperates releases its weights before the checkpoint and rebuilds them after the restore: fewer bytes, same tokens', async () => {
     c = await twoNodes();
     const { port, base } = await controlEndpoint();
