@@ -248,6 +248,12 @@ export interface CheckpointRequest extends CallOptions {
    * ({@link TaskControl.stageUrl}); handed to the hooks, never written into the image.
    */
   stagedDirectory?: string;
+  /**
+   * `false`: no post-copy for this checkpoint, even where the engine offers it — e.g. because pulling the task's
+   * memory after the freeze would not end well before the deadline, when the source goes and takes the memory with
+   * it. Default: the engine's choice.
+   */
+  postCopy?: boolean;
   onProgress?: (event: ProgressEvent) => void;
 }
 

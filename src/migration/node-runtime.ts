@@ -33,6 +33,23 @@ export function nodeQueueName(nodeId: string): string {
 const DEADLINE_RESERVE_MS = 1000;
 /** The share of the time left that staging (the task writing, then the send to the target) may take. */
 const STAGE_SHARE = 0.5;
+/**
+ * Post-copy's pull rate before any was measured: the slowest seen here (CRIU's lazy-pages, a task touching all of its
+ * memory: 79–199 MB/s), rounded down. The pull must end before the deadline: the source takes the memory with it.
+ */
+const DEFAULT_PULL_BYTES_PER_SEC = 64 * 1024 * 1024;
+/** The share of the time left that post-copy's pull may be expected to take; beyond it the checkpoint streams. */
+const PULL_SHARE = 0.5;
+
+/**
+ * Whether post-copy's pull of `bytes` at `bytesPerSec` is expected to end within its share of `msLeft` (the source
+ * node goes at the deadline, and with it the memory the target has not pulled yet).
+ */
+export function postCopyFitsDeadline(bytes: number, bytesPerSec: number | undefined, msLeft: number): { fits: boolean; pullMs: number } {
+  const pullMs = Math.round((bytes * 1000) / (bytesPerSec && bytesPerSec > 0 ? bytesPerSec : DEFAULT_PULL_BYTES_PER_SEC));
+  return { fits: pullMs <= msLeft * PULL_SHARE, pullMs };
+}
+
 /** Staged files older than this that no migration picked up are removed when an agent starts. */
 const STALE_STAGE_MS = 60 * 60_000;
 /** Received staged files go this long after their migration's deadline, used or not (a restore runs until +5 min). */
@@ -265,11 +282,21 @@ export class NodeRuntime {
         stagePhases.stageSend = Date.now() - t;
       }
       let lastProgressWrite = 0;
+      // Post-copy only where the pull can end well before the deadline (measured pull rate, or a slow default).
+      let postCopy: boolean | undefined;
+      if (this.o.config.postCopy) {
+        const pull = postCopyFitsDeadline(task.memBytes, (await this.registry.rates()).pull, deadline - Date.now());
+        if (!pull.fits) {
+          postCopy = false;
+          this.logger.info({ migrationId: current.id, bytes: task.memBytes, pullMs: pull.pullMs, msLeft: deadline - Date.now() }, 'post-copy skipped: pulling the memory would not end well before the deadline; the checkpoint streams it');
+        }
+      }
       const result = await this.o.engine.checkpoint({
         task: { kind: 'process', pid: task.pid, id: task.id, ...(task.control ? { control: task.control } : {}) },
         migrationId: current.id,
         destination: { kind: 'stream', sink: tcpImageSink({ host, port }, this.authenticate, `${target.id} ${target.peerAddress}`), localDir },
         ...(stagedOnTarget && staged ? { stagedDirectory: staged.directory } : {}),
+        ...(postCopy === false ? { postCopy } : {}),
         deadline,
         onProgress: (event) => {
           // Progress for `spotwatch status`, at most every 200 ms.
@@ -325,6 +352,7 @@ export class NodeRuntime {
     const current = await this.registry.getMigration(migration.id);
     if (pages.ok) {
       this.o.metrics.bytesMovedTotal.inc(pages.bytes);
+      if (pages.ms > 0 && pages.bytes > 0) await this.registry.recordRate('pull', (pages.bytes * 1000) / pages.ms);
       this.o.metrics.migrationPhaseSeconds.observe({ phase: 'source.postCopyPull' }, pages.ms / 1000);
       await this.registry.updateMigration(migration.id, { bytesSent: (current?.bytesSent ?? 0) + pages.bytes, postCopyBytes: pages.bytes, phases: { 'source.postCopyPull': pages.ms } });
       this.logger.info({ migrationId: migration.id, taskId: task.id, bytes: pages.bytes, ms: pages.ms }, 'post-copy: the target has all of the task\'s memory; the source copy is gone');

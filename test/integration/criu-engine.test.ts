@@ -376,6 +376,20 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     await expectRestoredRunMatches(toy);
   });
 
+  it('a checkpoint told not to use post-copy (its pull would not end in time) streams, even where the engine offers it', async () => {
+    const toy = await decodingToy({ stateMib: 16, tokens: 100, intervalMs: 20, decoded: 10, pidNamespace: true });
+    const targetDir = join(toy.dir, 'target');
+    const target = await imageTarget(engine, { directory: targetDir, migrationId: 'm-nopostcopy', deadlineMs: 30_000 });
+    const ck = expectOk(await new CriuEngine({ postCopy: true }).checkpoint({ ...toTarget(toy, 'm-nopostcopy', target, 30_000), postCopy: false }));
+    expectOk(await target.received());
+    expect(ck.dataPath).toMatch(/^direct channel/);
+    expect(ck.pagesSettled).toBeUndefined();
+    expect(ck.taskState).toBe('gone');
+    const rs = await restoreFrom(engine, 'm-nopostcopy', targetDir, 30_000);
+    expect(rs.postCopy).toBeUndefined();
+    await expectRestoredRunMatches(toy);
+  });
+
   it('post-copy whose target loses its page daemon: the target copy is killed, the task runs on the source again', async () => {
     const toy = await decodingToy({ stateMib: 256, tokens: 400, intervalMs: 20, decoded: 10, pidNamespace: true });
     const targetDir = join(toy.dir, 'target');

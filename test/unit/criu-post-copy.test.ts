@@ -3,6 +3,7 @@ import { lazyPagesInPagemap } from '../../src/engines/criu/criu-log.js';
 import { isMountPoint } from '../../src/engines/criu/kerndat-cache.js';
 import { criuCommand } from '../../src/engines/criu/criu-binary.js';
 import { isPidNamespaceRoot, seizedAtFromLog } from '../../src/engines/criu/post-copy.js';
+import { postCopyFitsDeadline } from '../../src/migration/node-runtime.js';
 
 /** A protobuf varint. */
 function varint(n: number): number[] {
@@ -45,6 +46,16 @@ describe('post-copy helpers', () => {
     // never before the dump started; without the lines, the dump's start (downtime over-, never under-counted)
     expect(seizedAtFromLog(log, 1_990, 2_000)).toBe(1_990);
     expect(seizedAtFromLog('(00.000012) Version: 4.2.1\n', 1_000, 2_000)).toBe(1_000);
+  });
+
+  it('uses post-copy only where pulling the memory ends well before the deadline (the source takes it along)', () => {
+    const MiB = 1024 * 1024;
+    // measured 200 MB/s: 1 GiB in ~5 s fits in 60 s left, not in 8 s
+    expect(postCopyFitsDeadline(1024 * MiB, 200 * MiB, 60_000)).toEqual({ fits: true, pullMs: 5120 });
+    expect(postCopyFitsDeadline(1024 * MiB, 200 * MiB, 8_000).fits).toBe(false);
+    // nothing measured yet: a slow default (64 MiB/s), so 20 GiB never goes post-copy within a 120 s notice
+    expect(postCopyFitsDeadline(20 * 1024 * MiB, undefined, 120_000)).toEqual({ fits: false, pullMs: 320_000 });
+    expect(postCopyFitsDeadline(256 * MiB, 0, 120_000).fits).toBe(true);
   });
 
   it('tells a pid namespace of its own from a process in this one', () => {

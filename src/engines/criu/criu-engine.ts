@@ -629,7 +629,12 @@ export class CriuEngine implements CheckpointEngine {
           // Post-copy where asked for and possible: not for a snapshot, nor for a task whose hooks need all of its
           // memory at once on the target (the CUDA restore).
           const offerPostCopy =
-            pageChannel !== undefined && this.opts.postCopy === true && !req.leaveRunning && !hooks.some((h) => h.eagerRestore) && postCopyBlocker() === undefined;
+            pageChannel !== undefined &&
+            this.opts.postCopy === true &&
+            req.postCopy !== false &&
+            !req.leaveRunning &&
+            !hooks.some((h) => h.eagerRestore) &&
+            postCopyBlocker() === undefined;
           const postCopyOffer = offerPostCopy ? { pids, pidNamespace: isPidNamespaceRoot(task.pid) } : undefined;
           sender.hello({ migrationId: req.migrationId, engine: 'criu', criuVersion: criu.version, estimatedBytes: estimate.imageBytes, ...(pageChannel ? { pageChannel } : {}), ...(postCopyOffer ? { postCopy: postCopyOffer } : {}) });
           if (channel) {
