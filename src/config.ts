@@ -69,7 +69,7 @@ export const CONFIG_OPTIONS = {
     env: ['SPOTWATCH_POST_COPY'],
     default: 'false',
     description:
-      "Post-copy from this node as a source: the freeze moves everything but a task's memory, the target runs the task at once and pulls the memory from the frozen source (criu dump --lazy-pages). Downtime no longer grows with memory; the task runs slower until its memory is in. If the transfer breaks, the task runs here again. Raises fs.pipe-max-size to 4 MiB where CRIU needs it. Needs plain TCP between agents (no TLS); GPU tasks move eagerly.",
+      "Post-copy from this node as a source: the freeze moves everything but a task's memory, the target runs the task at once and pulls the memory from the frozen source (criu dump --lazy-pages). Downtime no longer grows with memory; the task runs slower until its memory is in. If the transfer breaks, the task runs here again. Used only where the pull is expected to end within half the time left. Raises fs.pipe-max-size to 4 MiB where CRIU needs it. Needs plain TCP between agents (no TLS); GPU tasks move eagerly.",
   },
   heartbeatMs: { flag: '--heartbeat-interval', env: ['SPOTWATCH_HEARTBEAT_INTERVAL_MS'], default: '2000', description: 'Registry heartbeat interval in ms; a node is unhealthy after 3 missed heartbeats.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
