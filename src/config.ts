@@ -71,6 +71,13 @@ export const CONFIG_OPTIONS = {
     description:
       "Post-copy from this node as a source: the freeze moves everything but a task's memory, the target runs the task at once and pulls the memory from the frozen source (criu dump --lazy-pages). Downtime no longer grows with memory; the task runs slower until its memory is in. If the transfer breaks, the task runs here again. Used only where the pull is expected to end within half the time left. Raises fs.pipe-max-size to 4 MiB where CRIU needs it. Needs plain TCP between agents (no TLS); GPU tasks move eagerly.",
   },
+  criuKdatCache: {
+    flag: '--criu-kdat-cache',
+    env: ['SPOTWATCH_CRIU_KDAT_CACHE'],
+    default: 'auto',
+    description:
+      "auto: where /run is not a tmpfs, CRIU cannot keep its kernel-feature cache and probes at every start (~35 ms, inside the downtime); the agent then probes once and bind-mounts the cache onto /run/criu.kdat (from /dev/shm: gone with a reboot). off: leave it to CRIU.",
+  },
   heartbeatMs: { flag: '--heartbeat-interval', env: ['SPOTWATCH_HEARTBEAT_INTERVAL_MS'], default: '2000', description: 'Registry heartbeat interval in ms; a node is unhealthy after 3 missed heartbeats.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
 } as const satisfies Record<string, OptionSpec>;
@@ -135,6 +142,7 @@ export const configSchema = z.object({
   transparentHugepages: z.enum(['keep', 'always']),
   lazyRestore: boolString,
   postCopy: boolString,
+  criuKdatCache: z.enum(['auto', 'off']),
   migrateOn: z
     .string()
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))

@@ -120,6 +120,7 @@ export class Agent {
             hooks: [new TaskControlHook(), new CudaCheckpointHook({ checkpointBytesPerSec: this.deps.config.initialRates.gpu })],
             lazyRestore: this.deps.config.lazyRestore,
             postCopy: this.deps.config.postCopy,
+            kerndatCache: this.deps.config.criuKdatCache,
           }),
         gpuInfo: nodeGpus,
         logger: this.logger,

@@ -16,7 +16,8 @@
  * stale for CRIU: it probes, nothing worse).
  */
 import { execFile } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { CriuBinary } from './criu-binary.js';
 import { criuCommand } from './criu-binary.js';
 
@@ -42,6 +43,32 @@ export interface KerndatCacheState {
 function isTmpfs(path: string): boolean {
   try {
     return statfsSync(path).type === TMPFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `off` means no cache from spotwatch: one an earlier agent bound onto `/run/criu.kdat` (its mount's root is our
+ * backing file) is unmounted and removed. True when there was one.
+ */
+async function removeProvidedCache(timeoutMs: number): Promise<boolean> {
+  let info: string;
+  try {
+    info = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return false;
+  }
+  const ours = info.split('\n').some((line) => {
+    const f = line.split(' ');
+    return f[4] === CRIU_KDAT_PATH && f[3] === `/${basename(KDAT_BACKING_PATH)}`;
+  });
+  if (!ours) return false;
+  try {
+    await run('umount', [CRIU_KDAT_PATH], timeoutMs);
+    rmSync(CRIU_KDAT_PATH, { force: true });
+    rmSync(KDAT_BACKING_PATH, { force: true });
+    return true;
   } catch {
     return false;
   }
@@ -77,7 +104,7 @@ async function probe(criu: CriuBinary, timeoutMs: number): Promise<Buffer> {
  * and on any failure CRIU simply probes at every run, as before.
  */
 export async function prepareKerndatCache(criu: CriuBinary, mode: KerndatCacheMode = 'auto', timeoutMs = 20_000): Promise<KerndatCacheState> {
-  if (mode === 'off') return { status: 'off' };
+  if (mode === 'off') return (await removeProvidedCache(timeoutMs)) ? { status: 'off', reason: 'removed the cache an earlier agent had provided' } : { status: 'off' };
   if (typeof process.getuid === 'function' && process.getuid() !== 0) return { status: 'unavailable', reason: 'not root' };
   if (isTmpfs('/run')) return { status: 'native' };
   if (!isTmpfs('/dev/shm')) return { status: 'unavailable', reason: '/dev/shm is not a tmpfs either' };
