@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LocalCluster } from '../src/dev/local-cluster.js';
 import { CriuEngine } from '../src/engines/criu/index.js';
+import { firstChild } from '../src/engines/criu/proc.js';
 import { silentLogger } from '../src/logger.js';
 import { makeNotice } from '../src/notice.js';
 import { Planner } from '../src/migration/planner.js';
@@ -128,14 +129,13 @@ async function startToy(dir: string, stateMib: number): Promise<{ pid: number; o
   });
   closeSync(err);
   child.unref();
+  const pid = await firstChild(child.pid!, 5000);
+  if (!(pid > 0)) throw new Error('the toy LLM did not start in its pid namespace');
   const deadline = Date.now() + 60_000;
-  const children = `/proc/${child.pid}/task/${child.pid}/children`;
   while (!(existsSync(out) && /^\d+ \d+$/m.test(readFileSync(out, 'utf8')))) {
     if (Date.now() > deadline) throw new Error(`toy LLM (${stateMib} MiB) did not start decoding`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const pid = Number(readFileSync(children, 'utf8').trim().split(/\s+/)[0]);
-  if (!(pid > 0)) throw new Error('the toy LLM is not unshare\'s child');
   return { pid, out };
 }
 

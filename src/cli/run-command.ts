@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { TaskControl } from '../engines/checkpoint-engine.js';
-import { estimateImageBytes, pidExists } from '../engines/criu/proc.js';
+import { estimateImageBytes, firstChild, pidExists } from '../engines/criu/proc.js';
 import { FALLBACKS, type Fallback, type TaskRecord } from '../registry/types.js';
 import { EXIT, type CliIo } from './io.js';
 import { openRegistry, parseClientArgs } from './client-config.js';
@@ -137,7 +137,7 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
       }).catch((err: Error) => err);
       if (spawned instanceof Error) return fail(`cannot start ${line[0]}: ${spawned.message}`);
       child.unref();
-      pid = inNamespace ? await namespaceInit(spawned) : spawned;
+      pid = inNamespace ? await firstChild(spawned, 5000) : spawned;
       if (pid <= 0) return fail(`${command[0]} did not start in its pid namespace (see ${logPath})`);
     } finally {
       closeSync(out);
@@ -178,16 +178,3 @@ export async function runCommand(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
-/** The child `unshare --fork` started (the namespace's pid 1, as seen from here), or 0 if none came within 5 s. */
-async function namespaceInit(unsharePid: number): Promise<number> {
-  for (const until = Date.now() + 5000; Date.now() < until; ) {
-    try {
-      const first = readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim().split(/\s+/)[0];
-      if (first) return Number(first);
-    } catch {
-      return 0; // unshare is gone
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return 0;
-}

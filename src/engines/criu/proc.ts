@@ -2,6 +2,7 @@
  * Reading a live process tree from /proc: its members, their state, their session, and how big a checkpoint
  * of it will be. Linux only.
  */
+import { readFileSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import type { SizeEstimate, TaskState } from '../checkpoint-engine.js';
 
@@ -210,5 +211,23 @@ export async function waitDead(pids: readonly number[], timeoutMs: number): Prom
     if (states.every((s) => s === 'gone')) return true;
     if (Date.now() >= until) return false;
     await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/**
+ * The first child of `pid` as the kernel lists it (`/proc/PID/task/PID/children`), waiting up to `timeoutMs` for one
+ * to appear: e.g. the process `unshare --pid --fork` started, pid 1 of its namespace. 0 when none came, or `pid` is
+ * gone.
+ */
+export async function firstChild(pid: number, timeoutMs: number): Promise<number> {
+  for (const until = Date.now() + timeoutMs; ; ) {
+    try {
+      const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
+      if (first) return Number(first);
+    } catch {
+      return 0;
+    }
+    if (Date.now() >= until) return 0;
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
