@@ -121,6 +121,7 @@ export class Agent {
             lazyRestore: this.deps.config.lazyRestore,
             postCopy: this.deps.config.postCopy,
             kerndatCache: this.deps.config.criuKdatCache,
+            dumpBreakpoints: this.deps.config.criuDumpBreakpoints,
           }),
         gpuInfo: nodeGpus,
         logger: this.logger,

@@ -47,6 +47,8 @@ export interface StartCriuOptions {
   deadline: number;
   signal?: AbortSignal;
   cwd?: string;
+  /** Extra environment for CRIU (on top of this process's). */
+  env?: Record<string, string>;
 }
 
 function tail(s: string): string {
@@ -60,7 +62,7 @@ export function startCriu(binary: Pick<CriuBinary, 'path' | 'exec'> | string, ar
   if (opts.pageSocket) stdio.push('pipe');
   if (opts.statusPipe) stdio.push('pipe');
   const command = criuCommand(typeof binary === 'string' ? { path: binary } : binary, args);
-  const child = spawn(command.file, command.args, { stdio, detached: true, cwd: opts.cwd });
+  const child = spawn(command.file, command.args, { stdio, detached: true, cwd: opts.cwd, ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout = tail(stdout + d)));
