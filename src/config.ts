@@ -78,12 +78,12 @@ export const CONFIG_OPTIONS = {
     description:
       "auto: where /run is not a tmpfs, CRIU cannot keep its kernel-feature cache and probes at every start (~35 ms, inside the downtime); the agent then probes once and bind-mounts the cache onto /run/criu.kdat (from /dev/shm: gone with a reboot). off: leave it to CRIU.",
   },
-  criuDumpBreakpoints: {
-    flag: '--criu-dump-breakpoints',
-    env: ['SPOTWATCH_CRIU_DUMP_BREAKPOINTS'],
+  criuBreakpoints: {
+    flag: '--criu-breakpoints',
+    env: ['SPOTWATCH_CRIU_BREAKPOINTS'],
     default: 'false',
     description:
-      "Let criu dump stop the task after its parasite with a hardware breakpoint (CRIU's default) instead of stepping through its last syscalls. Off by default: on the VMs measured the first debug-register write cost 15-20 ms inside the freeze.",
+      "Let CRIU stop tasks with hardware breakpoints (criu dump after its parasite, criu restore after its restorer: CRIU's default) instead of stepping through their last syscalls. Off by default: on the VMs measured the first debug-register write after a while cost 15-20 ms, inside the downtime.",
   },
   heartbeatMs: { flag: '--heartbeat-interval', env: ['SPOTWATCH_HEARTBEAT_INTERVAL_MS'], default: '2000', description: 'Registry heartbeat interval in ms; a node is unhealthy after 3 missed heartbeats.' },
   logLevel: { flag: '--log-level', env: ['SPOTWATCH_LOG_LEVEL', 'LOG_LEVEL'], default: 'info', description: 'trace, debug, info, warn, error, fatal or silent.' },
@@ -150,7 +150,7 @@ export const configSchema = z.object({
   lazyRestore: boolString,
   postCopy: boolString,
   criuKdatCache: z.enum(['auto', 'off']),
-  criuDumpBreakpoints: boolString,
+  criuBreakpoints: boolString,
   migrateOn: z
     .string()
     .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))

@@ -121,7 +121,7 @@ export class Agent {
             lazyRestore: this.deps.config.lazyRestore,
             postCopy: this.deps.config.postCopy,
             kerndatCache: this.deps.config.criuKdatCache,
-            dumpBreakpoints: this.deps.config.criuDumpBreakpoints,
+            breakpoints: this.deps.config.criuBreakpoints,
           }),
         gpuInfo: nodeGpus,
         logger: this.logger,

@@ -130,13 +130,15 @@ export interface CriuEngineOptions {
   /** As a target: take a source's post-copy offer (default true). */
   acceptPostCopy?: boolean;
   /**
-   * Let `criu dump` stop the tree at the end of its parasite's work with a hardware breakpoint (CRIU's default) rather
-   * than by stepping through its last few syscalls. Default false: on the VMs measured here the first debug-register
-   * write of a process traps to the hypervisor and cost 15–20 ms inside the freeze (a post-copy freeze of a 64 MiB
-   * task: 45–52 ms with, 30 ms without); stepping costs well under a millisecond. (CRIU's switch for it is its test
-   * knob `CRIU_FAULT=130`, "no breakpoints", which changes nothing else.)
+   * Let CRIU stop tasks with hardware breakpoints — `criu dump` at the end of its parasite's work, `criu restore` at
+   * the end of its restorer (CRIU's default) — rather than by stepping through their last few syscalls. Default
+   * false: on the VMs measured here the first debug-register write after a while traps to the hypervisor and cost
+   * 15–20 ms, inside the freeze when the dump pays it, inside the restore when the dump does not (post-copy of a 64 MiB
+   * task: dump 36–45 ms with, 24–26 without; restore 14–17 ms after a dump that paid, 26–33 after one that did not);
+   * stepping costs well under a millisecond. CRIU's switch for it is its test knob `CRIU_FAULT=130` ("no
+   * breakpoints"), which changes nothing else.
    */
-  dumpBreakpoints?: boolean;
+  breakpoints?: boolean;
   /**
    * `auto` (default): where `/run` is not a tmpfs, CRIU cannot keep its kernel-feature cache and probes at every run
    * (~35 ms, inside the downtime for the restore and its lazy-pages daemon); the engine then provides the cache
@@ -343,6 +345,11 @@ export class CriuEngine implements CheckpointEngine {
 
   private get logLevel(): number {
     return this.opts.logLevel ?? 4;
+  }
+
+  /** Environment for `criu dump` and `criu restore` ({@link CriuEngineOptions.breakpoints}). */
+  private get criuEnv(): { env?: Record<string, string> } {
+    return this.opts.breakpoints === true ? {} : { env: { CRIU_FAULT: String(CRIU_FI_NO_BREAKPOINTS) } };
   }
 
   private get releaseTimeoutMs(): number {
@@ -690,7 +697,7 @@ export class CriuEngine implements CheckpointEngine {
       const run = startCriu(criu, args, {
         ...(criuOwnsChannel && channel ? { stdinSocket: channel } : { pageSocket: dest.kind === 'stream' }),
         statusPipe: postCopy,
-        ...(this.opts.dumpBreakpoints === true ? {} : { env: { CRIU_FAULT: String(CRIU_FI_NO_BREAKPOINTS) } }),
+        ...this.criuEnv,
         deadline: req.deadline,
         signal: guard.signal,
       });
@@ -1138,7 +1145,7 @@ export class CriuEngine implements CheckpointEngine {
         if ('error' in daemon) return engineFailure('retryable', 'RESTORE_FAILED', daemon.error, started, { logPath: daemon.logPath });
         lazyDaemon = daemon;
       }
-      const exit = await startCriu(criu, args, { deadline: req.deadline, signal: guard.signal }).done;
+      const exit = await startCriu(criu, args, { deadline: req.deadline, signal: guard.signal, ...this.criuEnv }).done;
       phases.restore = Date.now() - t;
       if (exit.code !== 0) {
         await stopLazy();
