@@ -106,6 +106,18 @@ async function agentMetric(c: Cluster, nodeId: string, series: string): Promise<
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
+/**
+ * The toy ran to its end as an uninterrupted run would: its first `tokens` tokens are the reference's and it ran
+ * prefill once. Returns its whole output, for further checks.
+ */
+async function expectUninterruptedRun(toy: { out: string; args: string[] }, tokens: number): Promise<string> {
+  await toyFinished(toy.out);
+  const text = readFileSync(toy.out, 'utf8');
+  expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, tokens));
+  expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+  return text;
+}
+
 /** The (restored) toy has written its last token. */
 function toyFinished(out: string, timeoutMs = 30_000): Promise<true> {
   return waitFor('the restored task to finish', timeoutMs, () => (readFileSync(out, 'utf8').includes('# done') ? true : undefined));
@@ -132,10 +144,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(migration.downtimeMs).toBeGreaterThan(0);
     expect(migration.marginMs).toBeGreaterThan(100_000);
     expect((await c.registry.getNode('node-a'))?.draining).toBe(true);
-    await toyFinished(toy.out);
-    const text = readFileSync(toy.out, 'utf8');
-    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
-    expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    await expectUninterruptedRun(toy, 250);
     expect(task.pid).toBeGreaterThan(0);
     // CRIU's logs stay with each migration; the image data itself is gone.
     const sourceDir = join(c.dir, 'node-a', 'images', `${migration.id}-source-1`);
@@ -157,9 +166,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(migration.phases['target.memoryFill']).toBeGreaterThan(0);
     // The task ran again before its memory was all there: downtime ends at the restore, not after the fill.
     expect(migration.downtimeMs!).toBeLessThan(migration.finishedAt! - migration.frozenAt!);
-    await toyFinished(toy.out);
-    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
-    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    await expectUninterruptedRun(toy, 250);
   });
 
   it('a source with --post-copy moves everything but the memory in the freeze; the target runs the task and pulls the rest: same tokens', async () => {
@@ -177,9 +184,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(pulled).toBeGreaterThan(0);
     expect((await c.registry.getMigration(migration.id))!.bytesSent).toBeGreaterThan(128 * 1048576);
     expect(migration.downtimeMs!).toBeLessThan(migration.finishedAt! - migration.frozenAt!);
-    await toyFinished(toy.out);
-    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
-    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    await expectUninterruptedRun(toy, 250);
   });
 
   it('a post-copy whose target loses its page daemon leaves the task running on the source, recorded there, nothing missing', async () => {
@@ -235,10 +240,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     // 16 MiB of cache plus the runtime moved; the 128 MiB of weights did not — and the plan knew it.
     expect(migration.bytesSent).toBeLessThan(100 * 1024 * 1024);
     expect(migration.estimatedBytes).toBeLessThan(128 * 1024 * 1024);
-    await toyFinished(toy.out);
-    const text = readFileSync(toy.out, 'utf8');
-    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 250));
-    expect(text.match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    const text = await expectUninterruptedRun(toy, 250);
     const prepared = /^# prepare at token (\d+) released=(\d+)$/m.exec(text);
     const resumed = /^# resume at token (\d+) /m.exec(text);
     expect(prepared?.[2]).toBe(String(128 * 1024 * 1024));
@@ -378,9 +380,7 @@ describe.skipIf(!ready)('migration end to end (real CRIU, real agents)', { timeo
     expect(migration.reason).toMatch(/^restored on node-c as pid \d+ \(after: restore on node-b failed: RESTORE_CONFLICT/);
     expect((await c.registry.getTask('toy-fwd'))?.nodeId).toBe('node-c');
     expect(c.nodes.get('node-b')!.log()).toMatch(/image forwarded to another target/);
-    await toyFinished(toy.out);
-    expect(tokenLines(toy.out)).toEqual(reference(toy.args).slice(0, 300));
-    expect(readFileSync(toy.out, 'utf8').match(/^# prefill \d+/gm)).toEqual(['# prefill 1']);
+    await expectUninterruptedRun(toy, 300);
   });
 
   it('lands the task on a third node when the chosen target dies during the transfer', async () => {
