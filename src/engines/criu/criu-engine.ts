@@ -960,14 +960,16 @@ export class CriuEngine implements CheckpointEngine {
           return failWith('retryable', f.code === 'CHECKPOINT_FAILED' ? 'TRANSPORT_FAILED' : f.code, describeCriuFailure('page-server', f, logPath));
         }
       }
+      // The image as it arrived (before a post-copy daemon adds its log and socket).
+      const files = await listFiles(req.directory);
       if (channel && !postCopyChannel) {
         // Pages that came over the direct channel count as received image bytes, as relayed ones do.
-        for (const f of await listFiles(req.directory)) if (/^pages-\d+\.img$/.test(f.name)) receiver.countDirectPages(f.size);
+        for (const f of files) if (/^pages-\d+\.img$/.test(f.name)) receiver.countDirectPages(f.size);
       }
       if (!(await this.looksLikeImage(req.directory))) {
         return failWith('fatal', 'IMAGE_INVALID', `the stream for ${hello.migrationId} ended without a complete CRIU image (no inventory.img / pstree.img)`);
       }
-      await guard.race(receiver.ack({ files: (await listFiles(req.directory)).length, bytes: receiver.bytesReceived }));
+      await guard.race(receiver.ack({ files: files.length, bytes: receiver.bytesReceived }));
       if (postCopyChannel) {
         // The daemon needs the image files only: it starts now, while the source commits (the restore connects to it).
         postCopyDaemon = this.startLazyPages(criu, req.directory, 'lazy-pages.log', req.deadline, postCopyChannel);
@@ -983,7 +985,7 @@ export class CriuEngine implements CheckpointEngine {
           directory: req.directory,
           migrationId: hello.migrationId,
           imageBytes: receiver.bytesReceived,
-          files: (await listFiles(req.directory)).length,
+          files: files.length,
           sourceStopped: commit.sourceStopped,
         },
         started,
@@ -1029,11 +1031,11 @@ export class CriuEngine implements CheckpointEngine {
 
   async restore(req: RestoreRequest): Promise<EngineResult<RestoreResult>> {
     const manifest = await this.readManifest(req.source.path);
-    if (!manifest?.postCopy) return this.restoreImage(req, undefined);
+    if (!manifest?.postCopy) return this.restoreImage(req, manifest, undefined);
     // Post-copy from the source: its memory is behind the page channel this image came with, and the source waits to
     // hear whether it all arrived here before it drops its copy.
     const source = this.takePostCopySource(manifest.migrationId);
-    const result = await this.restoreImage(req, source?.daemon);
+    const result = await this.restoreImage(req, manifest, source?.daemon);
     if (result.status !== 'ok') {
       source?.stream.notFilled(result.message);
       result.imageWhole = false; // it cannot go to another target: the source runs the task again
@@ -1047,7 +1049,8 @@ export class CriuEngine implements CheckpointEngine {
     return result;
   }
 
-  private async restoreImage(req: RestoreRequest, preStarted: PostCopySource['daemon'] | undefined): Promise<EngineResult<RestoreResult>> {
+  /** The restore itself, of the image in `req.source.path` whose manifest (if any) `restore` has read. */
+  private async restoreImage(req: RestoreRequest, manifest: CriuImageManifest | undefined, preStarted: PostCopySource['daemon'] | undefined): Promise<EngineResult<RestoreResult>> {
     const started = Date.now();
     const pre = this.precheck(req, 'restore', started);
     if (pre) return pre;
@@ -1057,7 +1060,6 @@ export class CriuEngine implements CheckpointEngine {
     if (!(await this.looksLikeImage(dir))) {
       return engineFailure('fatal', 'IMAGE_INVALID', `${dir} holds no complete CRIU image (inventory.img and pstree.img are required)`, started);
     }
-    const manifest = await this.readManifest(dir);
     const options = manifest?.options ?? this.taskOptions(this.opts.shellJob === true);
     const bytes = manifest?.estimate?.imageBytes ?? manifest?.pageBytes ?? 0;
     const needMs = this.expectedRestoreMs(bytes);

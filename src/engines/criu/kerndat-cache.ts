@@ -59,11 +59,7 @@ async function removeProvidedCache(timeoutMs: number): Promise<boolean> {
   } catch {
     return false;
   }
-  const ours = info.split('\n').some((line) => {
-    const f = line.split(' ');
-    return f[4] === CRIU_KDAT_PATH && f[3] === `/${basename(KDAT_BACKING_PATH)}`;
-  });
-  if (!ours) return false;
+  if (mountRootAt(CRIU_KDAT_PATH, info) !== `/${basename(KDAT_BACKING_PATH)}`) return false;
   try {
     await run('umount', [CRIU_KDAT_PATH], timeoutMs);
     rmSync(CRIU_KDAT_PATH, { force: true });
@@ -74,10 +70,22 @@ async function removeProvidedCache(timeoutMs: number): Promise<boolean> {
   }
 }
 
+/**
+ * The root (field 4: what of its filesystem is mounted) of the mount at exactly `path` in `mountinfo`, or undefined
+ * when nothing is mounted there. Fields are octal-escaped (spaces and the like).
+ */
+function mountRootAt(path: string, mountinfo: string): string | undefined {
+  const unescape = (f: string | undefined): string | undefined => f?.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    if (unescape(f[4]) === path) return unescape(f[3]);
+  }
+  return undefined;
+}
+
 /** True when something is mounted at exactly `path` (this mount namespace). */
 export function isMountPoint(path: string, mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): boolean {
-  // Field 5 is the mount point, with spaces and the like octal-escaped.
-  return mountinfo.split('\n').some((line) => line.split(' ')[4]?.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === path);
+  return mountRootAt(path, mountinfo) !== undefined;
 }
 
 function run(file: string, args: readonly string[], timeoutMs: number): Promise<{ stdout: Buffer; stderr: string }> {
