@@ -4,6 +4,7 @@
 #
 #   cuda-checkpoint-helper   the bridge to the CUDA driver's checkpoint API (dlopens libcuda.so.1 at run time)
 #   page-pump                moves `criu dump`'s pages into the direct page channel (src/engines/criu/native-page-pump.ts)
+#   exec-holder              a process started ahead of time that becomes `criu` later (src/engines/criu/exec-holder.ts)
 #
 #   scripts/build-native.sh [NAME...]        # default: all; each built if missing or older than its source
 #   SPOTWATCH_NATIVE_REBUILD=1 ...           # force
@@ -23,12 +24,13 @@ libs_for() {
   case "$1" in
     cuda-checkpoint-helper) echo "-ldl" ;;
     page-pump) echo "-pthread" ;;
-    *) say "unknown program $1 (known: cuda-checkpoint-helper page-pump)"; return 1 ;;
+    exec-holder) echo "" ;;
+    *) say "unknown program $1 (known: cuda-checkpoint-helper page-pump exec-holder)"; return 1 ;;
   esac
 }
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(cuda-checkpoint-helper page-pump)
+[ ${#names[@]} -gt 0 ] || names=(cuda-checkpoint-helper page-pump exec-holder)
 
 cc="${CC:-}"
 for name in "${names[@]}"; do

@@ -7,6 +7,7 @@
 #   redis.tar.xz              redis-server with every library it loads and a wrapper that runs it through them
 #   cuda-checkpoint-helper    native/cuda-checkpoint-helper.c built here (run.sh rebuilds it there when gcc exists)
 #   page-pump                 native/page-pump.c built here (likewise): moves the dump's pages on the agent path
+#   exec-holder               native/exec-holder.c built here (likewise): CRIUs started ahead of the target's restore
 #   migrate.mjs               bench/gpu/migrate.ts with the CUDA hook and the CRIU engine's code, bundled (esbuild)
 #   spotwatch.mjs             the CLI (dist/src/cli/run.js: run `npm run build` first) bundled for the agent path, the
 #                             cloud SDKs left out (loaded lazily, never on this path) and @kubernetes/client-node
@@ -63,6 +64,7 @@ fi
 bash scripts/build-native.sh >/dev/null
 cp -f native/build/cuda-checkpoint-helper "$B/cuda-checkpoint-helper"
 cp -f native/build/page-pump "$B/page-pump"
+cp -f native/build/exec-holder "$B/exec-holder"
 
 # bundles
 ESBUILD="$ROOT/node_modules/.bin/esbuild"

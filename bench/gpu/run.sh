@@ -97,9 +97,16 @@ if [ -z "$PUMP" ] || [ ! -x "$PUMP" ]; then
   PUMP="$W/bin/page-pump.prebuilt"
   cp -f "$B/page-pump" "$PUMP" || die "no page pump"
 fi
+# The exec holder (native/exec-holder.c): the target's CRIUs start ahead of the restore (off where it did not build).
+HOLDER=$(SPOTWATCH_NATIVE_OUT="$W/bin" SPOTWATCH_NATIVE_REBUILD=1 bash "$ROOT/scripts/build-native.sh" exec-holder 2>/dev/null | tail -n1)
+if [ -z "$HOLDER" ] || [ ! -x "$HOLDER" ]; then
+  HOLDER="$W/bin/exec-holder.prebuilt"
+  cp -f "$B/exec-holder" "$HOLDER" 2>/dev/null || HOLDER=""
+fi
 export SPOTWATCH_CUDA_HELPER="$HELPER" SPOTWATCH_CRIU="$CRIU" SPOTWATCH_REDIS_SERVER="$REDIS" SPOTWATCH_PAGE_PUMP_BIN="$PUMP"
+if [ -n "$HOLDER" ]; then export SPOTWATCH_EXEC_HOLDER_BIN="$HOLDER"; else export SPOTWATCH_EXEC_HOLDER=off; fi
 
-log "node $("$NODE" --version) ($NODE); $("$CRIU" --version | head -n1) ($CRIU); $("$REDIS" --version | cut -d' ' -f1-3); helper $HELPER; page pump $PUMP (${SPOTWATCH_PAGE_PUMP:-native})"
+log "node $("$NODE" --version) ($NODE); $("$CRIU" --version | head -n1) ($CRIU); $("$REDIS" --version | cut -d' ' -f1-3); helper $HELPER; page pump $PUMP (${SPOTWATCH_PAGE_PUMP:-native}); exec holder ${HOLDER:-off}"
 log "helper probe: $("$HELPER" probe)"
 log "helper state of pid 1 (not a CUDA process): $("$HELPER" state 1)"
 criu_check=$("$CRIU" check 2>&1 | tail -n 3)

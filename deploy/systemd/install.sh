@@ -84,7 +84,7 @@ if [ "$SKIP_APP" = 0 ]; then
   (cd "$SRC" && tar cf - package.json package-lock.json tsconfig.json tsconfig.build.json bin src providers bench examples scripts native 2>/dev/null) | tar xf - -C "$stage"
   (cd "$stage" && npm ci --no-audit --no-fund --loglevel=error && npm prune --omit=dev --no-audit --no-fund --loglevel=error)
   if command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1; then
-    bash "$stage/scripts/build-native.sh" >/dev/null || say "warning: a native program did not build (GPU checkpoints need the CUDA helper or NVIDIA's cuda-checkpoint; pages then go through the agent)"
+    bash "$stage/scripts/build-native.sh" >/dev/null || say "warning: a native program did not build (GPU checkpoints need the CUDA helper or NVIDIA's cuda-checkpoint; pages then go through the agent; CRIU is spawned directly)"
   fi
   # Keep a CRIU installed by an earlier run.
   if [ -d "$DEST/.criu" ] && [ ! -e "$stage/.criu" ]; then cp -a "$DEST/.criu" "$stage/.criu"; fi

@@ -295,6 +295,11 @@ export interface ReceiveRequest extends CallOptions {
   /** Expected migration id; the stream is refused when the source announces another one. */
   migrationId?: string;
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Called once the source has announced which migration the stream carries, before any of the image arrives: the
+   * caller can fetch what it needs to restore it while the image is still on its way (the restore is downtime).
+   */
+  onHello?: (migrationId: string) => void;
 }
 
 export interface ReceivedImage {

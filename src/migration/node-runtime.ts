@@ -477,7 +477,13 @@ export class NodeRuntime {
     if (head.toString('utf8') === STAGE_MAGIC) return this.receiveStaged(conn, remote);
     if (head.length > 0) conn.unshift(head);
     const incoming = join(this.o.config.imageDir, `incoming-${randomUUID()}`);
-    const received = await this.o.engine.receive({ connection: conn, directory: incoming, deadline: Date.now() + 30 * 60_000 });
+    // The migration's record is read while the image arrives, not after it (the task is down from the freeze on).
+    let record: Promise<MigrationRecord | undefined> | undefined;
+    const onHello = (id: string): void => {
+      record = this.registry.getMigration(id);
+      record.catch(() => undefined);
+    };
+    const received = await this.o.engine.receive({ connection: conn, directory: incoming, deadline: Date.now() + 30 * 60_000, onHello });
     if (received.status !== 'ok') {
       this.logger.warn({ remote, code: received.code, err: received.message }, 'image stream failed; the source keeps its task');
       rmSync(incoming, { recursive: true, force: true });
@@ -487,7 +493,7 @@ export class NodeRuntime {
     const directory = join(this.o.config.imageDir, migrationId);
     rmSync(directory, { recursive: true, force: true });
     renameSync(incoming, directory);
-    const migration = await this.registry.getMigration(migrationId);
+    const migration = await (record ?? this.registry.getMigration(migrationId)).catch(() => this.registry.getMigration(migrationId));
     if (!migration) {
       this.logger.error({ migrationId, directory }, 'received an image for an unknown migration; kept on disk, not restored');
       return;

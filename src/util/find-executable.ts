@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,4 +52,28 @@ export async function findOnPath(name: string): Promise<string | undefined> {
 export async function findProjectExecutable(name: string, explicit?: string, from: string = dirname(fileURLToPath(import.meta.url))): Promise<string | undefined> {
   if (explicit) return (await isExecutable(explicit)) ? explicit : undefined;
   return findAbove(from, [['native', 'build', name], ['.spotwatch', 'bin', name]]);
+}
+
+/** Probe results per binary and expected line: a native program that cannot run here is found out once. */
+const probed = new Map<string, Promise<boolean>>();
+
+/**
+ * Whether one of the project's native programs runs here: started with no arguments and no descriptors, it must
+ * refuse with exit 2 and a usage line matching `usage` (another architecture or a broken copy fails this). Checked
+ * before the program is trusted with a task's sockets or a CRIU command line.
+ */
+export function probeNativeUsage(binary: string, usage: string): Promise<boolean> {
+  const key = `${binary}\0${usage}`;
+  let p = probed.get(key);
+  if (!p) {
+    p = new Promise<boolean>((resolve) => {
+      const child = spawn(binary, [], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+      child.once('error', () => resolve(false));
+      child.once('close', (code) => resolve(code === 2 && err.includes(usage)));
+    });
+    probed.set(key, p);
+  }
+  return p;
 }

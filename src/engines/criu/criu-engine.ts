@@ -22,9 +22,9 @@
  *   what state the task was left in.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, statSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import type { Socket } from 'node:net';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { Socket } from 'node:net';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { releasedOnPrepare } from '../checkpoint-engine.js';
@@ -59,7 +59,9 @@ import { buildDumpArgs, buildLazyPagesArgs, buildPageServerArgs, buildRestoreArg
 import type { CgroupMode, CriuTaskOptions } from './criu-command.js';
 import { classifyCriuFailure, describeCriuFailure, lazyPagesInPagemap, parseDumpStats, parseRestoreStats } from './criu-log.js';
 import type { CriuAction } from './criu-log.js';
-import { startCriu, statusFdOf } from './criu-process.js';
+import { prepareCriu, startCriu, statusFdOf } from './criu-process.js';
+import type { PreparedCriu } from './criu-process.js';
+import { locateExecHolder } from './exec-holder.js';
 import { locatePagePump, pagePumpMode, startNativePagePump } from './native-page-pump.js';
 import type { CriuExit, CriuRun } from './criu-process.js';
 import { ImageStreamError, ImageStreamReceiver, ImageStreamSender, pumpPages, sendPageChannelFrame } from './image-stream.js';
@@ -277,6 +279,19 @@ async function readText(path: string): Promise<string> {
   }
 }
 
+/** A small file (a pid file, CRIU's stats) read in the task's downtime: synchronously; empty when missing. */
+function readTextSync(path: string): string {
+  return readBytesSync(path).toString('utf8');
+}
+
+function readBytesSync(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
+
 async function isEmptyOrAbsent(dir: string): Promise<boolean> {
   try {
     return (await readdir(dir)).length === 0;
@@ -297,15 +312,16 @@ async function listFiles(dir: string): Promise<StreamFile[]> {
   return out;
 }
 
+/** Whether a received file list holds what every CRIU image has (inventory.img, pstree.img). */
+function hasImageCore(files: StreamFile[]): boolean {
+  return files.some((f) => f.name === 'inventory.img') && files.some((f) => f.name === 'pstree.img');
+}
+
 /** First free log name: `restore.log`, `restore.2.log`, … (a retry in the same directory keeps the earlier log). */
-async function freeLogName(dir: string, base: string): Promise<string> {
+function freeLogName(dir: string, base: string): string {
   for (let i = 1; ; i++) {
     const name = i === 1 ? `${base}.log` : `${base}.${i}.log`;
-    try {
-      await stat(join(dir, name));
-    } catch {
-      return name;
-    }
+    if (!existsSync(join(dir, name))) return name;
   }
 }
 
@@ -332,6 +348,10 @@ export class CriuEngine implements CheckpointEngine {
   /** What became of CRIU's kernel-feature cache (known once CRIU has been located). */
   kerndat: KerndatCacheState | undefined;
   private located: Promise<{ ok: true; binary: CriuBinary } | { ok: false; reason: string }> | undefined;
+  /** The exec holder (exec-holder.ts), located once; undefined where it cannot run. */
+  private holder: Promise<string | undefined> | undefined;
+  /** Restores started ahead of their image (held CRIU processes, exec-holder.ts), by migration id, until claimed. */
+  private readonly preparedRestores = new Map<string, { prepared: PreparedCriu; timer: NodeJS.Timeout }>();
   private checked: Promise<{ ok: boolean; detail: string }> | undefined;
 
   constructor(opts: CriuEngineOptions = {}) {
@@ -369,6 +389,37 @@ export class CriuEngine implements CheckpointEngine {
       return loc;
     });
     return this.located;
+  }
+
+  private execHolder(): Promise<string | undefined> {
+    this.holder ??= locateExecHolder().catch(() => undefined);
+    return this.holder;
+  }
+
+  /**
+   * Starts the process of `migrationId`'s restore now (a held CRIU: exec-holder.ts), so that the restore itself,
+   * inside the task's downtime, costs no fork of this agent. Unclaimed within {@link POST_COPY_CLAIM_MS}, it ends.
+   */
+  private prepareRestore(binary: CriuBinary, holder: string | undefined, migrationId: string): PreparedCriu | undefined {
+    if (!holder) return undefined;
+    this.dropPreparedRestore(migrationId);
+    const prepared = prepareCriu(binary, holder, { ...this.criuEnv });
+    const timer = setTimeout(() => this.dropPreparedRestore(migrationId), POST_COPY_CLAIM_MS);
+    timer.unref();
+    this.preparedRestores.set(migrationId, { prepared, timer });
+    return prepared;
+  }
+
+  private claimPreparedRestore(migrationId: string): PreparedCriu | undefined {
+    const kept = this.preparedRestores.get(migrationId);
+    if (!kept) return undefined;
+    clearTimeout(kept.timer);
+    this.preparedRestores.delete(migrationId);
+    return kept.prepared;
+  }
+
+  private dropPreparedRestore(migrationId: string): void {
+    this.claimPreparedRestore(migrationId)?.cancel();
   }
 
   private taskOptions(shellJob: boolean, tcpEstablished?: boolean): CriuTaskOptions {
@@ -416,7 +467,8 @@ export class CriuEngine implements CheckpointEngine {
     const loc = await this.binary();
     if (!loc.ok) return engineOk({ ...caps, reason: loc.reason }, started);
     caps.version = loc.binary.version;
-    caps.details = { criu: loc.binary.path, kerndatCache: this.kerndat ? `${this.kerndat.status}${this.kerndat.reason ? ` (${this.kerndat.reason})` : ''}` : 'unknown' };
+    const holder = await this.execHolder();
+    caps.details = { execHolder: holder ?? 'none (criu is spawned directly)', criu: loc.binary.path, kerndatCache: this.kerndat ? `${this.kerndat.status}${this.kerndat.reason ? ` (${this.kerndat.reason})` : ''}` : 'unknown' };
     if (this.opts.postCopy === true) caps.details.postCopy = postCopyBlocker() ?? `available${this.postCopySetup && this.postCopySetup !== 'ready' ? ` (${this.postCopySetup})` : ''}`;
     if (loc.binary.major === 4 && loc.binary.minor < 2 && kernelAtLeast(6, 16)) {
       // Linux 6.16 restricted SO_PASSCRED/SO_PASSSEC to unix sockets; CRIU < 4.2 then fails on any inet socket.
@@ -760,22 +812,26 @@ export class CriuEngine implements CheckpointEngine {
       });
       const dumpEnd = Date.now();
       phases.dump = dumpEnd - dumpStart;
+      const dumped = exit.code === 0 && relayError === undefined;
+      // What CRIU wrote leaves for the target at once (it needs all of it before it can restore); what only this
+      // agent adds — the tree's pids, the manifest — follows. Small files go out synchronously, in this tick.
+      const filesStart = Date.now();
+      const criuFilesSent = dumped && sender ? sender.sendFiles(imagesDir, (await listFiles(imagesDir)).map((f) => f.name)) : undefined;
+      criuFilesSent?.catch(() => undefined);
       // The tree may have forked between our first look and the freeze; now it is stopped (or resumed after a
       // failure), so this is the tree that was dumped and that must be stopped or resumed as one.
       for (const p of await processTree(task.pid)) if (!pids.includes(p)) pids.push(p);
 
-      if (exit.code !== 0 || relayError !== undefined) {
+      if (!dumped) {
         return await this.dumpFailure(exit, relayError, guard, logPath, fail);
       }
 
-      const stats = postCopy ? undefined : parseDumpStats(await readFile(join(imagesDir, 'stats-dump')).catch(() => Buffer.alloc(0)));
-      // (Post-copy: CRIU's stats come at its very end; its log says when it seized the tree.)
-      const criuFrozenAt = stats
-        ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000))
-        : postCopy
-          ? seizedAtFromLog(await readText(logPath), dumpStart, readyAt)
-          : dumpStart;
-      const frozenAt = hooksStartedAt ?? criuFrozenAt;
+      const stats = postCopy ? undefined : parseDumpStats(readBytesSync(join(imagesDir, 'stats-dump')));
+      // (Post-copy: CRIU's stats come at its very end; its log says when it seized the tree — read once the target
+      // has the image, off the task's downtime.)
+      const frozenAtOf = async (): Promise<number> =>
+        hooksStartedAt ??
+        (stats ? Math.max(dumpStart, dumpEnd - Math.round(stats.frozenTimeUs / 1000)) : postCopy ? seizedAtFromLog(await readText(logPath), dumpStart, readyAt) : dumpStart);
       if (stats) {
         phases.criuFreeze = Math.round(stats.freezingTimeUs / 1000);
         phases.criuFrozen = Math.round(stats.frozenTimeUs / 1000);
@@ -802,13 +858,12 @@ export class CriuEngine implements CheckpointEngine {
       if (task.id !== undefined) manifest.taskId = task.id;
       if (task.control !== undefined) manifest.taskControl = task.control;
       manifest.hooks = hooks.map((h) => h.name);
-      await writeFile(join(imagesDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+      writeFileSync(join(imagesDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 
       let imageBytes: number;
-      if (sender) {
-        const t = Date.now();
+      if (sender && criuFilesSent) {
         try {
-          const files: StreamFile[] = await guard.race(sender.sendFiles(imagesDir, (await listFiles(imagesDir)).map((f) => f.name)));
+          const files: StreamFile[] = [...(await guard.race(criuFilesSent)), ...(await guard.race(sender.sendFiles(imagesDir, [MANIFEST_FILE])))];
           await guard.race(sender.finish({ files, pageBytes }));
         } catch (err) {
           if (err instanceof Aborted) {
@@ -818,7 +873,7 @@ export class CriuEngine implements CheckpointEngine {
           const se = err instanceof ImageStreamError ? err : undefined;
           return await fail(se?.status ?? 'retryable', se?.code ?? 'TRANSPORT_FAILED', `image transfer to ${dest.kind === 'stream' ? dest.sink.describe : ''} failed after the dump: ${describe(err)}`, err);
         }
-        phases.transfer = Date.now() - t;
+        phases.transfer = Date.now() - filesStart;
         imageBytes = sender.bytesSent;
       } else {
         imageBytes = (await listFiles(imagesDir)).reduce((n, f) => n + f.size, 0);
@@ -848,6 +903,7 @@ export class CriuEngine implements CheckpointEngine {
         }
       }
       phases.commit = Date.now() - tc;
+      const frozenAt = await frozenAtOf();
       const hookErr = await this.afterCheckpointHooks(ran, hookCtx, true, state);
       if (hookErr && req.leaveRunning) {
         return engineFailure('retryable', 'HOOK_FAILED', `checkpoint written, but hooks failed to resume the task: ${hookErr}`, started, { taskState: state, logPath });
@@ -917,7 +973,13 @@ export class CriuEngine implements CheckpointEngine {
     let pageServer: ReturnType<typeof startCriu> | undefined;
     let postCopyChannel: Socket | undefined;
     let postCopyDaemon: PostCopySource['daemon'] | undefined;
-    const stopDaemon = (): void => void postCopyDaemon?.then((d) => 'run' in d && d.run.kill('abort'));
+    let heldDaemon: PreparedCriu | undefined;
+    let migrationId: string | undefined;
+    const stopDaemon = (): void => {
+      heldDaemon?.cancel();
+      void postCopyDaemon?.then((d) => 'run' in d && d.run.kill('abort'));
+      if (migrationId !== undefined) this.dropPreparedRestore(migrationId);
+    };
     const failWith = (status: EngineFailure['status'], code: EngineErrorCode, message: string, cause?: unknown): EngineFailure => {
       receiver.abort({ code, status, message });
       pageServer?.kill('abort');
@@ -929,6 +991,12 @@ export class CriuEngine implements CheckpointEngine {
     };
     try {
       const hello = await guard.race(receiver.readHello(req.migrationId));
+      migrationId = hello.migrationId;
+      try {
+        req.onHello?.(hello.migrationId);
+      } catch {
+        // a listener's error is not the stream's
+      }
       let channel: Socket | undefined;
       if (hello.pageChannel !== undefined) {
         channel = await guard.race(takePageChannel(hello.pageChannel, PAGE_CHANNEL_WAIT_MS, guard.signal));
@@ -943,6 +1011,14 @@ export class CriuEngine implements CheckpointEngine {
       if (channel && offer && this.opts.acceptPostCopy !== false && (offer.pidNamespace || !offer.pids.some((p) => pidExists(p)))) {
         postCopyChannel = channel;
         receiver.pagesMode({ direct: true, postCopy: true });
+        // The lazy-pages daemon and the restore start inside the task's downtime: their processes start now, while
+        // the source dumps (the daemon's already holds the channel, which nobody reads until it runs).
+        const holder = await this.execHolder();
+        if (holder) {
+          heldDaemon = prepareCriu(criu, holder, { stdinSocket: channel, statusPipe: true });
+          channel.destroy();
+        }
+        this.prepareRestore(criu, holder, hello.migrationId);
         await guard.race(receiver.receive(req.directory, undefined));
       } else {
         pageServer = startCriu(
@@ -953,6 +1029,7 @@ export class CriuEngine implements CheckpointEngine {
         // The page server owns the channel now: close ours before the source may start its dump.
         channel?.destroy();
         if (hello.pageChannel !== undefined) receiver.pagesMode({ direct: channel !== undefined });
+        this.prepareRestore(criu, await this.execHolder(), hello.migrationId);
         await guard.race(receiver.receive(req.directory, pageServer.pageSocket));
         const psExit = await guard.race(pageServer.done);
         if (psExit.code !== 0) {
@@ -966,15 +1043,18 @@ export class CriuEngine implements CheckpointEngine {
         // Pages that came over the direct channel count as received image bytes, as relayed ones do.
         for (const f of files) if (/^pages-\d+\.img$/.test(f.name)) receiver.countDirectPages(f.size);
       }
-      if (!(await this.looksLikeImage(req.directory))) {
+      if (!hasImageCore(files)) {
         return failWith('fatal', 'IMAGE_INVALID', `the stream for ${hello.migrationId} ended without a complete CRIU image (no inventory.img / pstree.img)`);
       }
-      await guard.race(receiver.ack({ files: files.length, bytes: receiver.bytesReceived }));
+      // ACK leaves first (written in this tick); the post-copy daemon, which needs the image files only, starts
+      // while the source commits (the restore connects to it).
+      const acked = guard.race(receiver.ack({ files: files.length, bytes: receiver.bytesReceived }));
       if (postCopyChannel) {
-        // The daemon needs the image files only: it starts now, while the source commits (the restore connects to it).
-        postCopyDaemon = this.startLazyPages(criu, req.directory, 'lazy-pages.log', req.deadline, postCopyChannel);
+        postCopyDaemon = this.startLazyPages(criu, req.directory, 'lazy-pages.log', req.deadline, heldDaemon ?? postCopyChannel);
+        heldDaemon = undefined;
         postCopyDaemon.catch(() => undefined);
       }
+      await acked;
       // (Post-copy: the daemon must hold the directory before the caller may move it — it opens it as it starts.)
       const [commit] = await Promise.all([guard.race(receiver.awaitCommit()), postCopyDaemon]);
       // (Post-copy: the stream stays open; the restore tells the source when every page is in place.)
@@ -1009,20 +1089,15 @@ export class CriuEngine implements CheckpointEngine {
     }
   }
 
-  private async looksLikeImage(dir: string): Promise<boolean> {
-    try {
-      await stat(join(dir, 'inventory.img'));
-      await stat(join(dir, 'pstree.img'));
-      return true;
-    } catch {
-      return false;
-    }
+  private looksLikeImage(dir: string): boolean {
+    return existsSync(join(dir, 'inventory.img')) && existsSync(join(dir, 'pstree.img'));
   }
 
   /** Reads the manifest the checkpoint wrote, if any. */
   async readManifest(dir: string): Promise<CriuImageManifest | undefined> {
     try {
-      const m = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as CriuImageManifest;
+      // Synchronous: a few KiB, read inside the task's downtime (a thread-pool round trip costs more than the read).
+      const m = JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as CriuImageManifest;
       return m.engine === 'criu' && m.format === 1 ? m : undefined;
     } catch {
       return undefined;
@@ -1057,7 +1132,7 @@ export class CriuEngine implements CheckpointEngine {
     const criu = await this.criuOrFailure(started);
     if ('status' in criu) return criu;
     const dir = req.source.path;
-    if (!(await this.looksLikeImage(dir))) {
+    if (!this.looksLikeImage(dir)) {
       return engineFailure('fatal', 'IMAGE_INVALID', `${dir} holds no complete CRIU image (inventory.img and pstree.img are required)`, started);
     }
     const options = manifest?.options ?? this.taskOptions(this.opts.shellJob === true);
@@ -1083,7 +1158,7 @@ export class CriuEngine implements CheckpointEngine {
       return engineFailure('fatal', 'IMAGE_INVALID', `${dir} is a post-copy image: its memory is on the source, and the page channel to it is gone (only the node that received the stream can restore it, within ${POST_COPY_CLAIM_MS / 1000} s)`, started);
     }
     const lazy = postCopy || (this.opts.lazyRestore === true && !(manifest?.hooks ?? []).some((name) => eager.has(name)));
-    const logName = await freeLogName(dir, 'restore');
+    const logName = freeLogName(dir, 'restore');
     const lazyStart = Date.now();
     const lazyStarting = lazy ? (preStarted ?? this.startLazyPages(criu, dir, logName.replace(/^restore/, 'lazy-pages'), req.deadline)) : undefined;
     const stopLazy = async (): Promise<void> => {
@@ -1129,7 +1204,7 @@ export class CriuEngine implements CheckpointEngine {
           return engineFailure('retryable', 'HOOK_FAILED', `hook ${r.error.hook} failed before the restore: ${describe(r.error.err)}`, started, { cause: r.error.err });
         }
       }
-      await rm(pidFile, { force: true });
+      rmSync(pidFile, { force: true });
       const args = buildRestoreArgs({
         ...options,
         imagesDir: dir,
@@ -1147,14 +1222,15 @@ export class CriuEngine implements CheckpointEngine {
         if ('error' in daemon) return engineFailure('retryable', 'RESTORE_FAILED', daemon.error, started, { logPath: daemon.logPath });
         lazyDaemon = daemon;
       }
-      const exit = await startCriu(criu, args, { deadline: req.deadline, signal: guard.signal, ...this.criuEnv }).done;
+      const held = this.claimPreparedRestore(req.migrationId);
+      const exit = await (held ? held.start(args, { deadline: req.deadline, signal: guard.signal }) : startCriu(criu, args, { deadline: req.deadline, signal: guard.signal, ...this.criuEnv })).done;
       phases.restore = Date.now() - t;
       if (exit.code !== 0) {
         await stopLazy();
         return await this.criuFailure('restore', exit, guard, logPath, started);
       }
 
-      const pid = Number((await readText(pidFile)).trim());
+      const pid = Number(readTextSync(pidFile).trim());
       if (!Number.isInteger(pid) || pid <= 0) {
         return engineFailure('retryable', 'RESTORE_FAILED', `criu restore succeeded but wrote no pid to ${pidFile}`, started, { logPath });
       }
@@ -1165,7 +1241,7 @@ export class CriuEngine implements CheckpointEngine {
       if (state !== 'running') {
         return engineFailure('retryable', 'RESTORE_FAILED', `the restored task ${pid} is ${state} right after the restore (see the task's own output and ${logPath})`, started, { logPath, taskState: state });
       }
-      const stats = parseRestoreStats(await readFile(join(dir, 'stats-restore')).catch(() => Buffer.alloc(0)));
+      const stats = parseRestoreStats(readBytesSync(join(dir, 'stats-restore')));
       if (stats) {
         phases.criuForking = Math.round(stats.forkingTimeUs / 1000);
         phases.criuRestore = Math.round(stats.restoreTimeUs / 1000);
@@ -1280,16 +1356,22 @@ export class CriuEngine implements CheckpointEngine {
    * Starts `criu lazy-pages` for a post-copy restore and waits for its socket (the restore connects to it). Its own
    * deadline is the restore's: a fill still running then is killed, and so is the task (settleLazyPages).
    */
-  private async startLazyPages(binary: CriuBinary, dir: string, logName: string, deadline: number, fromSource?: Socket): Promise<LazyPagesDaemon | { error: string; logPath: string }> {
+  private async startLazyPages(
+    binary: CriuBinary,
+    dir: string,
+    logName: string,
+    deadline: number,
+    /** Post-copy from the source: its page channel, or a held process that has it as stdin already. */
+    fromSource?: Socket | PreparedCriu,
+  ): Promise<LazyPagesDaemon | { error: string; logPath: string }> {
     const logPath = join(dir, logName);
-    await rm(join(dir, 'lazy-pages.socket'), { force: true });
-    const run = startCriu(
-      binary,
-      buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel, statusFd: statusFdOf({}), ...(fromSource ? { fromSource: { psSocketFd: 0 } } : {}) }),
-      { deadline, statusPipe: true, ...(fromSource ? { stdinSocket: fromSource } : {}) },
-    );
+    rmSync(join(dir, 'lazy-pages.socket'), { force: true });
+    const args = buildLazyPagesArgs({ imagesDir: dir, logFile: logName, logLevel: this.logLevel, statusFd: statusFdOf({}), ...(fromSource ? { fromSource: { psSocketFd: 0 } } : {}) });
+    const held = fromSource && !(fromSource instanceof Socket) ? fromSource : undefined;
+    const channel = fromSource instanceof Socket ? fromSource : undefined;
+    const run = held ? held.start(args, { deadline }) : startCriu(binary, args, { deadline, statusPipe: true, ...(channel ? { stdinSocket: channel } : {}) });
     // The daemon owns the source's page channel now (closing it later tells the source the transfer failed).
-    fromSource?.destroy();
+    channel?.destroy();
     // Ready: CRIU's status byte on fd 3; not ready: fd 3 closed without it, the daemon's exit, or 5 s of nothing.
     if (!(await criuReady(run, 5_000))) {
       run.kill('abort');

@@ -290,6 +290,18 @@ export class FrameWriter {
     return ok;
   }
 
+  /**
+   * Holds frames in user space until {@link flush}: a batch of small frames then leaves in one write (one wake-up of
+   * the receiver) instead of one per frame.
+   */
+  hold(): void {
+    this.out.cork();
+  }
+
+  flush(): void {
+    if (this.out.writableCorked > 0) this.out.uncork();
+  }
+
   /** Bytes queued in user space, not yet handed to the kernel. */
   get buffered(): number {
     return this.out.writableLength;
@@ -601,20 +613,32 @@ export class ImageStreamSender {
       const sizes = names.map((name) => statSync(join(dir, name)).size);
       const small = names.map((name, i) => ((sizes[i] as number) <= SMALL_FILE_BYTES ? readFileSync(join(dir, name)) : undefined));
       const sent: StreamFile[] = [];
-      for (const [i, name] of names.entries()) {
-        const data = small[i];
-        if (!data) {
-          sent.push(await this.sendFileUnchecked(dir, name));
-          continue;
+      // Consecutive small files leave as one write; held frames are flushed before anything waits.
+      this.w.hold();
+      try {
+        for (const [i, name] of names.entries()) {
+          const data = small[i];
+          if (!data) {
+            this.w.flush();
+            sent.push(await this.sendFileUnchecked(dir, name));
+            this.w.hold();
+            continue;
+          }
+          this.check();
+          if (data.length !== sizes[i]) throw new Error(`${name} changed size while being sent (${sizes[i]} → ${data.length} bytes)`);
+          this.w.json(FRAME.FILE_BEGIN, { name, size: data.length });
+          if (data.length > 0) this.w.send(FRAME.FILE_DATA, data);
+          this.count(data.length);
+          this.w.json(FRAME.FILE_END, { name, size: data.length });
+          if (this.w.buffered > RELAY_BUFFER_BYTES) {
+            this.w.flush();
+            await this.w.drain();
+            this.w.hold();
+          }
+          sent.push({ name, size: data.length });
         }
-        this.check();
-        if (data.length !== sizes[i]) throw new Error(`${name} changed size while being sent (${sizes[i]} → ${data.length} bytes)`);
-        this.w.json(FRAME.FILE_BEGIN, { name, size: data.length });
-        if (data.length > 0) this.w.send(FRAME.FILE_DATA, data);
-        this.count(data.length);
-        this.w.json(FRAME.FILE_END, { name, size: data.length });
-        if (this.w.buffered > RELAY_BUFFER_BYTES) await this.w.drain();
-        sent.push({ name, size: data.length });
+      } finally {
+        this.w.flush();
       }
       return sent;
     } catch (err) {

@@ -15,7 +15,7 @@
 import { spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { findProjectExecutable } from '../../util/find-executable.js';
+import { findProjectExecutable, probeNativeUsage } from '../../util/find-executable.js';
 import { transportError } from './image-stream.js';
 
 export const PAGE_PUMP_NAME = 'page-pump';
@@ -38,27 +38,13 @@ export function pagePumpMode(env: NodeJS.ProcessEnv = process.env): 'node' | 'na
   return v === 'node' || v === 'criu' ? v : 'native';
 }
 
-/** Probe results per binary path: a pump that cannot run here (another architecture, a broken copy) is found out once. */
-const probed = new Map<string, Promise<boolean>>();
-
 /**
  * Whether `binary` runs here: started without sockets it must refuse with exit 2 and its usage line. A pump that
  * fails only after it took the sockets would fail the checkpoint (retryable, the task resumes), so this is
  * checked before: a pump that cannot run leaves the pages to the agent's own pump.
  */
 export function probePagePump(binary: string): Promise<boolean> {
-  let p = probed.get(binary);
-  if (!p) {
-    p = new Promise<boolean>((resolve) => {
-      const child = spawn(binary, [], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
-      child.once('error', () => resolve(false));
-      child.once('close', (code) => resolve(code === 2 && err.includes('must be sockets')));
-    });
-    probed.set(binary, p);
-  }
-  return p;
+  return probeNativeUsage(binary, 'must be sockets');
 }
 
 /**

@@ -2,7 +2,7 @@
  * Reading a live process tree from /proc: its members, their state, their session, and how big a checkpoint
  * of it will be. Linux only.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import type { SizeEstimate, TaskState } from '../checkpoint-engine.js';
 
@@ -43,8 +43,10 @@ export function parseProcStat(text: string): ProcStat | undefined {
 }
 
 export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
+  // /proc reads are synchronous throughout this module: they never block on a disk, and they run inside a task's
+  // downtime, where a thread-pool round trip per file (open, read, close) cost milliseconds.
   try {
-    return parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return undefined;
   }
@@ -85,14 +87,14 @@ export async function processTree(pid: number): Promise<number[]> {
     seen.add(p);
     let tids: string[];
     try {
-      tids = await readdir(`/proc/${p}/task`);
+      tids = readdirSync(`/proc/${p}/task`);
     } catch {
       continue;
     }
     out.push(p);
     for (const tid of tids) {
       try {
-        const children = await readFile(`/proc/${p}/task/${tid}/children`, 'utf8');
+        const children = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8');
         for (const c of children.trim().split(/\s+/)) if (c) queue.push(Number(c));
       } catch {
         // the thread exited meanwhile
