@@ -73,7 +73,7 @@ export async function run(argv: string[]): Promise<void> {
     process.stdout.write('downtime = frozen on node-a → running on node-b (the registry\'s); eager = streamed dump, restore with every page in place; lazy = streamed dump, --lazy-restore on the target (its memory follows from the received image); post-copy = --post-copy on the source (the freeze moves everything but the memory, the target runs the task and pulls the memory from the frozen source: "pull"); 1st token = frozen → the first token the task wrote after it (post-copy: its first step faults its memory in over the network)\n');
     process.stdout.write('the toy runs as pid 1 of its own pid namespace (as in a container) in every mode and stage: both "nodes" share this machine\'s pids\n');
     process.stdout.write(`${repeat} runs of everything: stages alone and raw TCP = the fastest run, migrations = the run with the median downtime; every run is in the JSON details\n`);
-    process.stdout.write('transfer = image bytes over CRIU\'s page-write time + the image files\' transfer; transfer ratio = the median over the streamed migrations of their rate / the raw loopback run of the same bytes just before each (raw TCP column: the median of those runs); vs fastest raw = the median rate / the fastest raw run of all (stricter); whole dump = over the whole `criu dump` wall time, against the fastest raw\n');
+    process.stdout.write('transfer = image bytes over CRIU\'s page-write time + the image files\' transfer; transfer ratio = the median over the streamed migrations of their rate / a raw loopback run of the same bytes just before each one\'s notice, with its agents up and its toy stopped (raw TCP column: the median of those runs); vs fastest raw = the median rate / the fastest raw run of all (stricter); whole dump = over the whole `criu dump` wall time, against the fastest raw\n');
     const worst = <K extends 'transferRatio' | 'transferRatioVsFastestRaw' | 'downtimeRatio' | 'eagerDowntimeRatio' | 'lazyDowntimeRatio' | 'streamRatio' | 'pullRatio'>(k: K, pick: (a: number, b: number) => number) =>
       results.length > 0 ? results.map((r) => r[k]).reduce((a, b) => pick(a, b)) : NaN;
     finish(
@@ -220,17 +220,15 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
     const eagerRuns: Awaited<ReturnType<typeof migrateOnce>>[] = [];
     const lazyRuns: Awaited<ReturnType<typeof migrateOnce>>[] = [];
     const postCopyRuns: Awaited<ReturnType<typeof migrateOnce>>[] = [];
-    // Each streamed migration gets a raw loopback run of the same bytes right before it: raw TCP here swings by up
-    // to 2× from one run to the next (and drifts with the machine's load over the minutes a size takes), so the
-    // transfer is judged pair by pair — against what loopback did at that moment.
-    const pairedRawMs: number[] = [];
+    // Each streamed migration measures raw loopback on the same bytes right before its notice, with its agents up and
+    // its toy stopped (migrateOnce): raw TCP here swings by up to 2× from one run to the next, so the transfer is
+    // judged pair by pair — against what loopback did at that moment, in that state of the machine.
     for (let i = 0; i < repeat; i++) {
-      pairedRawMs.push(await rawLoopback(imageBytes));
-      eagerRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'eager'));
-      pairedRawMs.push(await rawLoopback(imageBytes));
-      lazyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'lazy'));
+      eagerRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'eager', imageBytes));
+      lazyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'lazy', imageBytes));
       postCopyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'postcopy'));
     }
+    const pairedRawMs = eagerRuns.flatMap((e, i) => [e.rawMs, lazyRuns[i]!.rawMs]);
     const downtimeOf = (r: (typeof eagerRuns)[number]) => r.migration.downtimeMs ?? NaN;
     const eager = medianRun(eagerRuns, downtimeOf);
     const lazy = medianRun(lazyRuns, downtimeOf);
@@ -316,7 +314,7 @@ type MigrationMode = 'eager' | 'lazy' | 'postcopy';
  * `firstTokenMs` is the freeze to the first token written after it (the task's own view of its downtime; with a lazy
  * restore it includes the page faults of its first decode step).
  */
-async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, baseDir: string | undefined, mode: MigrationMode) {
+async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, baseDir: string | undefined, mode: MigrationMode, rawBytes?: number) {
   const env = { UV_USE_IO_URING: '0', ...(mode === 'lazy' ? { SPOTWATCH_LAZY_RESTORE: 'true' } : mode === 'postcopy' ? { SPOTWATCH_POST_COPY: 'true' } : {}) };
   const cluster = new LocalCluster({ redisUrl, cli: { command: process.execPath, args: [bin] }, baseDir, env });
   const growth: { t: number; size: number }[] = [];
@@ -329,6 +327,17 @@ async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, 
     execFileSync(process.execPath, [bin, 'run', '--pid', String(toy.pid), '--id', id, '--node-id', 'node-a'], { env: cluster.env });
     // Let the agent measure the task's memory before the notice (planning sizes the reservation from it).
     await new Promise((r) => setTimeout(r, 1000));
+    // The raw loopback run this migration's transfer is compared with: now, with this run's agents up and its toy
+    // stopped (as it is while its image streams: CRIU has frozen it).
+    let rawMs = NaN;
+    if (rawBytes !== undefined) {
+      process.kill(toy.pid, 'SIGSTOP');
+      try {
+        rawMs = await rawLoopback(rawBytes);
+      } finally {
+        process.kill(toy.pid, 'SIGCONT');
+      }
+    }
     watching = setInterval(() => {
       const size = statSync(toy.out).size;
       if (growth.length === 0 || growth[growth.length - 1]!.size !== size) growth.push({ t: Date.now(), size });
@@ -358,7 +367,7 @@ async function migrateOnce(redisUrl: string, stateMib: number, scratch: string, 
           }
           if (!pulled) throw new Error(`post-copy of ${stateMib} MiB: the source never recorded the pulled memory`);
         }
-        return { migration: m, firstTokenMs: first ? first.t - frozenAt : NaN, pulled, frozenBytes };
+        return { migration: m, firstTokenMs: first ? first.t - frozenAt : NaN, pulled, frozenBytes, rawMs };
       }
       if (Date.now() > deadline) throw new Error(`migration of ${stateMib} MiB did not finish in 180 s`);
       await new Promise((r) => setTimeout(r, 100));
