@@ -5,24 +5,19 @@
  * as a directly spawned one; a holder that is not needed exits; one that died before its command line came is
  * reported, not waited for; binaries that are missing, switched off or not the holder are not used.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { buildNative } from '../support/native.js';
 import { prepareCriu } from '../../src/engines/criu/criu-process.js';
 import { holderCommandLine, locateExecHolder } from '../../src/engines/criu/exec-holder.js';
 import { pidExists } from '../../src/engines/criu/proc.js';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const work = mkdtempSync(join(tmpdir(), 'spotwatch-holder-test-'));
-const HOLDER = execFileSync('bash', [join(ROOT, 'scripts/build-native.sh'), 'exec-holder'], { encoding: 'utf8', env: { ...process.env, SPOTWATCH_NATIVE_OUT: join(work, 'bin') } })
-  .trim()
-  .split('\n')
-  .at(-1)!;
+const HOLDER = buildNative('exec-holder', join(work, 'bin'));
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { buildNative } from '../support/native.js';
 import { locateCriu } from '../../src/engines/criu/criu-binary.js';
 import { CriuEngine } from '../../src/engines/criu/criu-engine.js';
 import { locatePagePump, pagePumpMode, startNativePagePump } from '../../src/engines/criu/native-page-pump.js';
@@ -21,10 +22,7 @@ import { listenForImageStreams, tcpImageSink } from '../../src/engines/criu/tran
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const TOY = join(ROOT, 'examples/toy-llm/toy-llm.mjs');
 const work = mkdtempSync(join(tmpdir(), 'spotwatch-pump-test-'));
-const PUMP = execFileSync('bash', [join(ROOT, 'scripts/build-native.sh'), 'page-pump'], { encoding: 'utf8', env: { ...process.env, SPOTWATCH_NATIVE_OUT: join(work, 'bin') } })
-  .trim()
-  .split('\n')
-  .at(-1)!;
+const PUMP = buildNative('page-pump', join(work, 'bin'));
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
