@@ -225,6 +225,25 @@ async function expectRestoredRunMatches(toy: Toy): Promise<void> {
   expect(got.tokens).toEqual(await toy.reference);
 }
 
+/**
+ * This test process's children still waiting as exec holders (a restore started ahead, exec-holder.ts): a receive
+ * that failed must leave none behind.
+ */
+function waitingHolders(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0')[0]!.endsWith('/exec-holder')) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 /** The toy still runs on the source: it keeps decoding, and all it wrote so far is the uninterrupted run's. */
 async function expectStillDecoding(toy: Toy): Promise<void> {
   const before = readOut(toy.out).tokens.length;
@@ -344,8 +363,11 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     expect(readdirSync(targetDir).some((f) => f.startsWith('pages-'))).toBe(true);
     expect(readdirSync(targetDir)).toContain('dump.log');
     expect(readdirSync(targetDir)).toContain('page-server.log');
+    // The target's restore was started ahead (where the exec holder is built, as in CI): it waits for the restore.
+    expect(waitingHolders()).toHaveLength(existsSync(join(ROOT, 'native/build/exec-holder')) ? 1 : 0);
 
     const rs = await restoreFrom(engine, 'm-stream', targetDir, 30_000);
+    expect(waitingHolders()).toHaveLength(0);
     console.log(
       `criu 64 MiB toy, page-server stream: ${(ck.imageBytes / 1048576).toFixed(1)} MiB, checkpoint ${JSON.stringify(ck.phases)} (total ${ck.phases.dump! + (ck.phases.transfer ?? 0)} ms), restore ${JSON.stringify(rs.phases)}`,
     );
@@ -489,6 +511,8 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     expectFailure(await engine.checkpoint(toTarget(toy, 'm-broken-direct', target, 15_000)), { status: 'retryable', code: 'TRANSPORT_FAILED', taskState: 'running' });
     expect((await target.received()).status).not.toBe('ok');
     await expectStillDecoding(toy);
+    // The restore the target had started ahead (exec holder) ended with its receive.
+    await waitFor(() => waitingHolders().length === 0, 3000, 'the target\'s held restore to end');
   });
 
   it('a target that fails after the dump (taking the image files) gets the task resumed on the source', async () => {
@@ -509,6 +533,7 @@ describe.skipIf(!ready && !process.env.CI)('CriuEngine with real CRIU', () => {
     expect(r.message).toMatch(/peer reported/);
     expect((await target.received()).status).not.toBe('ok');
     await expectStillDecoding(toy);
+    await waitFor(() => waitingHolders().length === 0, 3000, 'the target\'s held restore to end');
   });
 
   it('runs hooks around the dump and the restore (the seam for the CUDA checkpoint), and a failing hook stops the checkpoint', async () => {
