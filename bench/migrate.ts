@@ -35,7 +35,7 @@ export async function run(argv: string[]): Promise<void> {
   const repeat = Math.max(1, Number(values.repeat) || 1);
   const sizes = values.sizes === 'none' ? [] : values.sizes.split(',').map(Number);
   const redis = await LocalRedis.start();
-  const shm = process.env.BENCH_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : undefined);
+  const shm = existsSync('/dev/shm') ? '/dev/shm' : undefined;
   const results: Awaited<ReturnType<typeof measureSize>>[] = [];
   try {
     for (const mib of sizes) results.push(await measureSize(redis.url, mib, shm, repeat));
@@ -228,7 +228,8 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
       lazyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'lazy', imageBytes));
       postCopyRuns.push(await migrateOnce(redisUrl, stateMib, scratch, baseDir, 'postcopy'));
     }
-    const pairedRawMs = eagerRuns.flatMap((e, i) => [e.rawMs, lazyRuns[i]!.rawMs]);
+    // The streamed migrations, in the order they ran (each with its raw loopback run).
+    const streamed = eagerRuns.flatMap((e, i) => [e, lazyRuns[i]!]);
     const downtimeOf = (r: (typeof eagerRuns)[number]) => r.migration.downtimeMs ?? NaN;
     const eager = medianRun(eagerRuns, downtimeOf);
     const lazy = medianRun(lazyRuns, downtimeOf);
@@ -244,7 +245,7 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
     // migration (eager and lazy stream alike). The whole `criu dump` wall time (process start, freeze, parasite, page
     // scan: ~35 ms even with nothing to send) is reported too, as streamRatio: at 64 MiB the dump alone is already
     // slower than raw loopback.
-    const rates = eagerRuns.flatMap((e, i) => [e, lazyRuns[i]!]).map(({ migration: r }) => {
+    const rates = streamed.map(({ migration: r }) => {
       const streamMs = (r.phases['source.dump'] ?? 0) + (r.phases['source.transfer'] ?? 0);
       const wireMs = r.phases['source.criuMemwrite'] !== undefined ? r.phases['source.criuMemwrite'] + (r.phases['source.transfer'] ?? 0) : streamMs;
       return { stream: r.bytesSent / MiB / (streamMs / 1000), wire: r.bytesSent / MiB / (Math.max(1, wireMs) / 1000) };
@@ -253,6 +254,7 @@ async function measureSize(redisUrl: string, stateMib: number, baseDir: string |
     const wireMBps = medianRun(rates, (r) => r.wire).wire;
     // The transfer ratio: the median, over the streamed migrations, of their rate over the raw run just before
     // them. The stricter figure — the median rate over the fastest raw run of all — is kept beside it.
+    const pairedRawMs = streamed.map((r) => r.rawMs);
     const pairedRawMBps = pairedRawMs.map((ms) => imageBytes / MiB / (ms / 1000));
     const pairedRatios = rates.map((r, i) => r.wire / pairedRawMBps[i]!);
     const transferRatio = medianRun(pairedRatios, (x) => x);

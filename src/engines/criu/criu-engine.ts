@@ -312,9 +312,12 @@ async function listFiles(dir: string): Promise<StreamFile[]> {
   return out;
 }
 
-/** Whether a received file list holds what every CRIU image has (inventory.img, pstree.img). */
+/** The files every CRIU image has. */
+const IMAGE_CORE_FILES = ['inventory.img', 'pstree.img'];
+
+/** Whether a received file list holds {@link IMAGE_CORE_FILES}. */
 function hasImageCore(files: StreamFile[]): boolean {
-  return files.some((f) => f.name === 'inventory.img') && files.some((f) => f.name === 'pstree.img');
+  return IMAGE_CORE_FILES.every((name) => files.some((f) => f.name === name));
 }
 
 /** First free log name: `restore.log`, `restore.2.log`, … (a retry in the same directory keeps the earlier log). */
@@ -400,14 +403,13 @@ export class CriuEngine implements CheckpointEngine {
    * Starts the process of `migrationId`'s restore now (a held CRIU: exec-holder.ts), so that the restore itself,
    * inside the task's downtime, costs no fork of this agent. Unclaimed within {@link POST_COPY_CLAIM_MS}, it ends.
    */
-  private prepareRestore(binary: CriuBinary, holder: string | undefined, migrationId: string): PreparedCriu | undefined {
-    if (!holder) return undefined;
+  private prepareRestore(binary: CriuBinary, holder: string | undefined, migrationId: string): void {
+    if (!holder) return;
     this.dropPreparedRestore(migrationId);
     const prepared = prepareCriu(binary, holder, { ...this.criuEnv });
     const timer = setTimeout(() => this.dropPreparedRestore(migrationId), POST_COPY_CLAIM_MS);
     timer.unref();
     this.preparedRestores.set(migrationId, { prepared, timer });
-    return prepared;
   }
 
   private claimPreparedRestore(migrationId: string): PreparedCriu | undefined {
@@ -975,7 +977,8 @@ export class CriuEngine implements CheckpointEngine {
     let postCopyDaemon: PostCopySource['daemon'] | undefined;
     let heldDaemon: PreparedCriu | undefined;
     let migrationId: string | undefined;
-    const stopDaemon = (): void => {
+    // A receive that fails ends what it started for the restore: the held daemon and restore, a started daemon.
+    const stopHeld = (): void => {
       heldDaemon?.cancel();
       void postCopyDaemon?.then((d) => 'run' in d && d.run.kill('abort'));
       if (migrationId !== undefined) this.dropPreparedRestore(migrationId);
@@ -984,7 +987,7 @@ export class CriuEngine implements CheckpointEngine {
       receiver.abort({ code, status, message });
       pageServer?.kill('abort');
       postCopyChannel?.destroy();
-      stopDaemon();
+      stopHeld();
       const extra: Partial<EngineFailure> = { logPath };
       if (cause !== undefined) extra.cause = cause;
       return engineFailure(status, code, message, started, extra);
@@ -1076,7 +1079,7 @@ export class CriuEngine implements CheckpointEngine {
         receiver.abort({ code: f.code, status: f.status, message: f.message });
         pageServer?.kill('abort');
         postCopyChannel?.destroy();
-        stopDaemon();
+        stopHeld();
         return f;
       }
       if (err instanceof ImageStreamError) {
@@ -1090,7 +1093,7 @@ export class CriuEngine implements CheckpointEngine {
   }
 
   private looksLikeImage(dir: string): boolean {
-    return existsSync(join(dir, 'inventory.img')) && existsSync(join(dir, 'pstree.img'));
+    return IMAGE_CORE_FILES.every((name) => existsSync(join(dir, name)));
   }
 
   /** Reads the manifest the checkpoint wrote, if any. */

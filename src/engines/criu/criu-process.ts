@@ -64,6 +64,10 @@ function stdioFor(opts: Pick<StartCriuOptions, 'stdinSocket' | 'pageSocket' | 's
   return stdio;
 }
 
+function commandFor(binary: Pick<CriuBinary, 'path' | 'exec'> | string, args: readonly string[]): { file: string; args: string[] } {
+  return criuCommand(typeof binary === 'string' ? { path: binary } : binary, args);
+}
+
 function spawnOptions(opts: Pick<StartCriuOptions, 'cwd' | 'env'>, stdio: ('ignore' | 'pipe' | Socket)[]) {
   return { stdio, detached: true, cwd: opts.cwd, ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) };
 }
@@ -71,7 +75,7 @@ function spawnOptions(opts: Pick<StartCriuOptions, 'cwd' | 'env'>, stdio: ('igno
 /** Starts `criu ARGS…`: `binary` is a located CRIU (run directly where it can be) or a path. */
 export function startCriu(binary: Pick<CriuBinary, 'path' | 'exec'> | string, args: readonly string[], opts: StartCriuOptions): CriuRun {
   const started = Date.now();
-  const command = criuCommand(typeof binary === 'string' ? { path: binary } : binary, args);
+  const command = commandFor(binary, args);
   const child = spawn(command.file, command.args, spawnOptions(opts, stdioFor(opts)));
   return watchCriu(child, opts, started);
 }
@@ -114,7 +118,7 @@ export function prepareCriu(binary: Pick<CriuBinary, 'path' | 'exec'> | string, 
       child.off('error', onError);
       child.off('exit', onExit);
       const run = watchCriu(child, { ...opts, ...o }, started);
-      const command = criuCommand(typeof binary === 'string' ? { path: binary } : binary, args);
+      const command = commandFor(binary, args);
       control?.end(holderCommandLine(command.file, command.args));
       return run;
     },
@@ -145,7 +149,7 @@ function watchCriu(child: ChildProcess, opts: StartCriuOptions, started: number)
   if (opts.signal?.aborted) kill('abort');
   // 'close' would also wait for fd 3, which the relay may hold paused; wait for exit and for stdout/stderr only.
   const drained = (stream: NodeJS.ReadableStream | null): Promise<void> =>
-    stream ? new Promise((r) => (stream as NodeJS.ReadableStream & { closed?: boolean }).closed ? r() : stream.once('close', () => r())) : Promise.resolve();
+    stream ? new Promise((r) => stream.once('close', () => r())) : Promise.resolve();
   const outputs = Promise.all([drained(child.stdout), drained(child.stderr)]);
   const done = new Promise<CriuExit>((resolve) => {
     let spawnError: Error | undefined;

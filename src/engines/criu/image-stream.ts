@@ -277,6 +277,8 @@ export function waitDrain(w: Writable): Promise<void> {
 
 /** Writes frames; header and payload go out in one writev. */
 export class FrameWriter {
+  private held = false;
+
   constructor(private readonly out: Writable) {}
 
   /** Returns false when the caller should wait for {@link drain} before writing more. */
@@ -295,11 +297,15 @@ export class FrameWriter {
    * the receiver) instead of one per frame.
    */
   hold(): void {
+    if (this.held) return;
+    this.held = true;
     this.out.cork();
   }
 
   flush(): void {
-    if (this.out.writableCorked > 0) this.out.uncork();
+    if (!this.held) return;
+    this.held = false;
+    this.out.uncork();
   }
 
   /** Bytes queued in user space, not yet handed to the kernel. */

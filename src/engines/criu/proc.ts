@@ -43,8 +43,8 @@ export function parseProcStat(text: string): ProcStat | undefined {
 }
 
 export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
-  // /proc reads are synchronous throughout this module: they never block on a disk, and they run inside a task's
-  // downtime, where a thread-pool round trip per file (open, read, close) cost milliseconds.
+  // /proc reads on the checkpoint's path (this, processTree) are synchronous: they never block on a disk, and they
+  // run inside a task's downtime, where a thread-pool round trip per file (open, read, close) cost milliseconds.
   try {
     return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
